@@ -1,0 +1,7 @@
+"""The JSON API under /api/v1: Bearer tokens, JSON errors, an OpenAPI document."""
+
+from flask import Blueprint
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+from nurture.api import views  # noqa: E402,F401  (registers the routes)

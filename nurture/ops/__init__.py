@@ -1,0 +1,1 @@
+"""Worker heartbeats, health and readiness, metrics and logging."""

@@ -1,0 +1,1 @@
+"""The marketer-facing web shell: layout, dashboard, error pages."""

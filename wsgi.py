@@ -1,0 +1,3 @@
+from nurture import create_app
+
+app = create_app()
