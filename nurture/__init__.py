@@ -48,11 +48,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
 def _init_extensions(app: Flask) -> None:
     from nurture.auth.access import login_manager
-    from nurture.i18n import babel, select_locale
+    from nurture.i18n import init_i18n
 
     csrf.init_app(app)
     login_manager.init_app(app)
-    babel.init_app(app, locale_selector=select_locale)
+    init_i18n(app)
 
 
 def _register_blueprints(app: Flask) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from flask import request
-from flask_babel import Babel
+from flask import Flask, request
+from flask_babel import Babel, get_locale
 from flask_login import current_user
 
 LOCALES = ("en", "de")
@@ -15,3 +15,12 @@ def select_locale() -> str:
     if chosen in LOCALES:
         return chosen
     return request.accept_languages.best_match(LOCALES) or "en"
+
+
+def init_i18n(app: Flask) -> None:
+    babel.init_app(app, locale_selector=select_locale)
+
+    @app.context_processor
+    def _locale() -> dict[str, object]:
+        # Templates set <html lang> from this; screen readers pick their voice by it.
+        return {"get_locale": lambda: str(get_locale() or "en")}

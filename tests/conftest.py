@@ -141,9 +141,7 @@ def csrf_token(html: str) -> str:
 def login(client: FlaskClient, email: str, password: str):
     page = client.get("/login")
     token = csrf_token(page.get_data(as_text=True))
-    return client.post(
-        "/login", data={"email": email, "password": password, "csrf_token": token}
-    )
+    return client.post("/login", data={"email": email, "password": password, "csrf_token": token})
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]

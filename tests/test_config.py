@@ -62,7 +62,12 @@ def test_bad_settings_stop_start_up_with_a_readable_message(
 
 def test_smtp_url_forms() -> None:
     plain = parse_smtp_url("smtp://relay.example.org")
-    assert (plain.host, plain.port, plain.starttls, plain.ssl) == ("relay.example.org", 25, False, False)
+    assert (plain.host, plain.port, plain.starttls, plain.ssl) == (
+        "relay.example.org",
+        25,
+        False,
+        False,
+    )
     submission = parse_smtp_url("smtp://user%40corp:p%25ss@relay.example.org:587?starttls=1")
     assert submission.port == 587 and submission.starttls
     assert (submission.username, submission.password) == ("user@corp", "p%ss")

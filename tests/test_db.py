@@ -14,8 +14,15 @@ def test_times_come_back_timezone_aware_in_utc(session: Session) -> None:
     berlin_summer = timezone(timedelta(hours=2))
     moment = datetime(2026, 6, 1, 10, 0, tzinfo=berlin_summer)
     session.add(
-        WorkerHeartbeat(id="w", host="h", pid=1, mode="worker", started_at=moment,
-                        last_beat_at=moment, jobs_run=0)
+        WorkerHeartbeat(
+            id="w",
+            host="h",
+            pid=1,
+            mode="worker",
+            started_at=moment,
+            last_beat_at=moment,
+            jobs_run=0,
+        )
     )
     session.commit()
     session.expire_all()
@@ -27,8 +34,15 @@ def test_times_come_back_timezone_aware_in_utc(session: Session) -> None:
 
 def test_naive_datetimes_are_refused(session: Session) -> None:
     session.add(
-        WorkerHeartbeat(id="w", host="h", pid=1, mode="worker", started_at=datetime(2026, 1, 1),
-                        last_beat_at=datetime(2026, 1, 1), jobs_run=0)
+        WorkerHeartbeat(
+            id="w",
+            host="h",
+            pid=1,
+            mode="worker",
+            started_at=datetime(2026, 1, 1),
+            last_beat_at=datetime(2026, 1, 1),
+            jobs_run=0,
+        )
     )
     with pytest.raises(Exception, match="naive datetime"):
         session.flush()

@@ -41,7 +41,9 @@ def test_events_cannot_be_changed_or_deleted(session: Session, clock: FrozenCloc
         session.flush()
 
 
-def test_timeline_lists_a_contacts_events_newest_first(session: Session, clock: FrozenClock) -> None:
+def test_timeline_lists_a_contacts_events_newest_first(
+    session: Session, clock: FrozenClock
+) -> None:
     record_event(session, "sent", now=clock.now(), contact_id=3)
     clock.advance(hours=1)
     record_event(session, "opened", now=clock.now(), contact_id=3)

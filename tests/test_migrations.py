@@ -51,15 +51,24 @@ def test_db_upgrade_command_builds_an_empty_postgres_database(tmp_path) -> None:
         env = os.environ | {"NURTURE_DATABASE_URL": url, "NURTURE_INSTANCE_PATH": str(tmp_path)}
         done = subprocess.run(
             [sys.executable, "-m", "nurture", "db", "upgrade"],
-            env=env, capture_output=True, text=True, timeout=120,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert done.returncode == 0, done.stderr
         assert "database migrated to head" in done.stdout
         engine = create_engine(url)
         tables = set(inspect(engine).get_table_names())
         engine.dispose()
-        assert {"users", "api_tokens", "login_attempts", "events", "worker_heartbeats",
-                "alembic_version"} <= tables
+        assert {
+            "users",
+            "api_tokens",
+            "login_attempts",
+            "events",
+            "worker_heartbeats",
+            "alembic_version",
+        } <= tables
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

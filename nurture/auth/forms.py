@@ -2,15 +2,15 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import EmailField, HiddenField, PasswordField, SelectField, StringField
+from wtforms import EmailField, HiddenField, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
 from nurture.auth.models import Role
 
 ROLE_CHOICES = [
-    (Role.ADMIN.value, _l("Admin")),
-    (Role.MARKETER.value, _l("Marketer")),
-    (Role.SALES.value, _l("Sales")),
+    SelectChoice(Role.ADMIN.value, _l("Admin")),
+    SelectChoice(Role.MARKETER.value, _l("Marketer")),
+    SelectChoice(Role.SALES.value, _l("Sales")),
 ]
 
 
