@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from flask import Flask, request
-from flask_babel import Babel, get_locale
+from flask_babel import Babel, get_locale, gettext
 from flask_login import current_user
+
+from nurture.errors import UserFacingError
 
 LOCALES = ("en", "de")
 babel = Babel()
@@ -15,6 +17,11 @@ def select_locale() -> str:
     if chosen in LOCALES:
         return chosen
     return request.accept_languages.best_match(LOCALES) or "en"
+
+
+def translate_error(exc: UserFacingError) -> str:
+    """The error's message in the request's language."""
+    return gettext(exc.message, **exc.params)
 
 
 def init_i18n(app: Flask) -> None:

@@ -7,6 +7,8 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from nurture.errors import N_, UserFacingError
+
 MIN_LENGTH = 12
 _hasher = PasswordHasher()
 # Verifying against this when the user does not exist keeps the response time the same, so the
@@ -14,18 +16,22 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not a real password, only for timing")
 
 
-class PasswordPolicyError(ValueError):
+class PasswordPolicyError(UserFacingError):
     """The password does not meet the policy; the message says why."""
 
 
 def check_password_policy(password: str, *, email: str = "") -> None:
     """Refuse passwords that are short or trivially guessable."""
     if len(password) < MIN_LENGTH:
-        raise PasswordPolicyError(f"The password must be at least {MIN_LENGTH} characters long.")
-    if email and email.split("@")[0].lower() in password.lower():
-        raise PasswordPolicyError("The password must not contain the email address.")
+        raise PasswordPolicyError(
+            N_("The password must be at least %(length)d characters long."), length=MIN_LENGTH
+        )
+    local_part = email.split("@")[0].lower()
+    # Short names ("al") occur inside many good passwords by chance; only longer ones are a hint.
+    if len(local_part) >= 4 and local_part in password.lower():
+        raise PasswordPolicyError(N_("The password must not contain the email address."))
     if len(set(password)) < 5:
-        raise PasswordPolicyError("The password needs more different characters.")
+        raise PasswordPolicyError(N_("The password needs more different characters."))
 
 
 def hash_password(password: str) -> str:

@@ -10,13 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.auth.models import ApiToken, User
+from nurture.errors import N_, UserFacingError
 
 TOKEN_PREFIX = "nrt_"
 # Writing last_used_at on every request would turn each API read into a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-class TokenError(ValueError):
+class TokenError(UserFacingError):
     """A token operation was refused."""
 
 
@@ -28,9 +29,9 @@ def create_token(session: Session, user: User, name: str, *, now: datetime) -> t
     """Create a token for ``user``; the raw token is returned here and never again."""
     name = name.strip()
     if not name or len(name) > 100:
-        raise TokenError("A token needs a name of 1 to 100 characters.")
+        raise TokenError(N_("A token needs a name of 1 to 100 characters."))
     if not user.active:
-        raise TokenError(f"{user.email} is deactivated and cannot get a token.")
+        raise TokenError(N_("%(email)s is deactivated and cannot get a token."), email=user.email)
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(
         user=user,

@@ -10,11 +10,12 @@ from sqlalchemy.orm import Session
 
 from nurture.auth.models import Role, User
 from nurture.auth.passwords import check_password_policy, generate_password, hash_password
+from nurture.errors import N_, UserFacingError
 
 DEFAULT_ADMIN_EMAIL = "admin@example.com"
 
 
-class UserError(ValueError):
+class UserError(UserFacingError):
     """A user operation was refused; the message is meant for the person who asked."""
 
 
@@ -27,7 +28,9 @@ def normalise_login_email(email: str) -> str:
             email, check_deliverability=False, globally_deliverable=False, test_environment=True
         )
     except EmailNotValidError as exc:
-        raise UserError(f"{email!r} is not a valid email address: {exc}") from None
+        raise UserError(
+            N_("%(email)s is not a valid email address: %(reason)s"), email=repr(email), reason=exc
+        ) from None
     return result.normalized.lower()
 
 
@@ -36,7 +39,11 @@ def parse_role(value: str) -> Role:
         return Role(value)
     except ValueError:
         choices = ", ".join(r.value for r in Role)
-        raise UserError(f"Unknown role {value!r}; choose one of {choices}.") from None
+        raise UserError(
+            N_("Unknown role %(role)s; choose one of %(choices)s."),
+            role=repr(value),
+            choices=choices,
+        ) from None
 
 
 def get_user_by_email(session: Session, email: str) -> User | None:
@@ -49,7 +56,7 @@ def create_user(
     """Create an account; refuse a duplicate email or a weak password."""
     email = normalise_login_email(email)
     if get_user_by_email(session, email) is not None:
-        raise UserError(f"A user with the email {email} already exists.")
+        raise UserError(N_("A user with the email %(email)s already exists."), email=email)
     check_password_policy(password, email=email)
     user = User(
         email=email,
@@ -82,7 +89,7 @@ def set_role(session: Session, user: User, role: Role, *, acting: User) -> None:
     """Change a role; the last active admin cannot demote themselves out of the system."""
     demotes_admin = user.role == Role.ADMIN and role != Role.ADMIN and user.active
     if demotes_admin and _active_admins(session) <= 1:
-        raise UserError("The last active admin cannot lose the admin role.")
+        raise UserError(N_("The last active admin cannot lose the admin role."))
     user.role = role
     user.session_version += 1
     session.flush()
@@ -92,9 +99,9 @@ def set_active(session: Session, user: User, active: bool, *, acting: User) -> N
     """Deactivate or reactivate an account; deactivation ends its sessions at once."""
     if not active:
         if user.id == acting.id:
-            raise UserError("You cannot deactivate your own account.")
+            raise UserError(N_("You cannot deactivate your own account."))
         if user.role == Role.ADMIN and user.active and _active_admins(session) <= 1:
-            raise UserError("The last active admin cannot be deactivated.")
+            raise UserError(N_("The last active admin cannot be deactivated."))
         user.session_version += 1
     user.active = active
     session.flush()

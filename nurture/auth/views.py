@@ -20,7 +20,7 @@ from nurture.auth.forms import (
 )
 from nurture.auth.login import LoginFailure, authenticate
 from nurture.auth.models import Role, User
-from nurture.auth.passwords import PasswordPolicyError, generate_password
+from nurture.auth.passwords import PasswordPolicyError, generate_password, verify_password
 from nurture.auth.tokens import TokenError, create_token, get_user_token, list_tokens, revoke_token
 from nurture.auth.users import (
     UserError,
@@ -31,6 +31,7 @@ from nurture.auth.users import (
     set_password,
     set_role,
 )
+from nurture.i18n import translate_error
 from nurture.web.context import db_session, now, settings
 
 bp = Blueprint("auth", __name__)
@@ -110,11 +111,24 @@ def _user_or_404(user_id: int) -> User:
     return user
 
 
+def _users_page(form: CreateUserForm, status: int = 200, shown: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    # A generated password is rendered into this one response, never flashed: flashes travel
+    # in the (signed, not encrypted) session cookie.
+    page = render_template(
+        "admin/users.html",
+        form=form,
+        users=list_users(db_session()),
+        role_form=RoleForm(),
+        action_form=EmptyForm(),
+        shown_password=shown,
+    )
+    return page, status, {"Cache-Control": "no-store"}
+
+
 @bp.route("/settings/users", methods=["GET", "POST"])
 @roles_required(Role.ADMIN)
 def users() -> ResponseReturnValue:
     form = CreateUserForm()
-    status = 200
     if form.validate_on_submit():
         password = form.password.data or generate_password()
         try:
@@ -128,34 +142,16 @@ def users() -> ResponseReturnValue:
             )
         except (UserError, PasswordPolicyError) as exc:
             db_session().rollback()
-            flash(str(exc), "error")
-            status = 422
-        else:
-            db_session().commit()
-            if form.password.data:
-                flash(_("User %(email)s created.", email=user.email), "success")
-            else:
-                flash(
-                    _(
-                        "User %(email)s created. Their password, shown only now: %(password)s",
-                        email=user.email,
-                        password=password,
-                    ),
-                    "success",
-                )
+            flash(translate_error(exc), "error")
+            return _users_page(form, 422)
+        db_session().commit()
+        flash(_("User %(email)s created.", email=user.email), "success")
+        if form.password.data:
             return redirect(url_for("auth.users"))
-    elif request.method == "POST":
-        status = 400
-    return (
-        render_template(
-            "admin/users.html",
-            form=form,
-            users=list_users(db_session()),
-            role_form=RoleForm(),
-            action_form=EmptyForm(),
-        ),
-        status,
-    )
+        return _users_page(
+            CreateUserForm(formdata=None), shown={"email": user.email, "password": password}
+        )
+    return _users_page(form, 400 if request.method == "POST" else 200)
 
 
 @bp.route("/settings/users/<int:user_id>/role", methods=["POST"])
@@ -169,7 +165,7 @@ def change_role(user_id: int) -> ResponseReturnValue:
         set_role(db_session(), user, parse_role(form.role.data or ""), acting=me())
     except UserError as exc:
         db_session().rollback()
-        flash(str(exc), "error")
+        flash(translate_error(exc), "error")
     else:
         db_session().commit()
         flash(_("Role of %(email)s changed.", email=user.email), "success")
@@ -186,7 +182,7 @@ def change_active(user_id: int, action: str) -> ResponseReturnValue:
         set_active(db_session(), user, action == "activate", acting=me())
     except UserError as exc:
         db_session().rollback()
-        flash(str(exc), "error")
+        flash(translate_error(exc), "error")
     else:
         db_session().commit()
         message = _("%(email)s activated.") if action == "activate" else _("%(email)s deactivated.")
@@ -203,15 +199,9 @@ def reset_password(user_id: int) -> ResponseReturnValue:
     password = generate_password()
     set_password(db_session(), user, password)
     db_session().commit()
-    flash(
-        _(
-            "New password for %(email)s, shown only now: %(password)s",
-            email=user.email,
-            password=password,
-        ),
-        "success",
+    return _users_page(
+        CreateUserForm(formdata=None), shown={"email": user.email, "password": password}
     )
-    return redirect(url_for("auth.users"))
 
 
 # -- own account ----------------------------------------------------------------------------------
@@ -223,18 +213,24 @@ def account() -> ResponseReturnValue:
     form = PasswordForm()
     status = 200
     if form.validate_on_submit():
+        user = me()
+        if not verify_password(user.password_hash, form.current_password.data or ""):
+            form.current_password.errors = [_("The current password is wrong.")]
+            return render_template("auth/account.html", form=form), 422
         try:
-            set_password(db_session(), me(), form.password.data or "")
+            set_password(db_session(), user, form.password.data or "")
         except PasswordPolicyError as exc:
             db_session().rollback()
-            flash(str(exc), "error")
+            flash(translate_error(exc), "error")
             status = 422
         else:
             db_session().commit()
             # The session version changed; log in again under the new one.
-            login_user(me())
+            login_user(user)
             flash(_("Your password was changed; other sessions were logged out."), "success")
             return redirect(url_for("auth.account"))
+    elif request.method == "POST":
+        status = 422
     return render_template("auth/account.html", form=form), status
 
 
@@ -249,7 +245,7 @@ def tokens() -> ResponseReturnValue:
             _token, new_token = create_token(db_session(), me(), form.name.data or "", now=now())
         except TokenError as exc:
             db_session().rollback()
-            flash(str(exc), "error")
+            flash(translate_error(exc), "error")
             status = 422
         else:
             db_session().commit()
@@ -269,11 +265,11 @@ def tokens() -> ResponseReturnValue:
 @bp.route("/settings/tokens/<int:token_id>/revoke", methods=["POST"])
 @login_required
 def revoke(token_id: int) -> ResponseReturnValue:
+    if not EmptyForm().validate_on_submit():
+        abort(400)
     token = get_user_token(db_session(), me(), token_id)
     if token is None:
         abort(404)
-    if not EmptyForm().validate_on_submit():
-        abort(400)
     revoke_token(db_session(), token, now=now())
     db_session().commit()
     flash(_("Token %(name)s revoked.", name=token.name), "success")

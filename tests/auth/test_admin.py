@@ -5,6 +5,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.auth.models import ApiToken, Role, User
+from nurture.auth.passwords import verify_password
 from nurture.clock import FrozenClock
 from tests.conftest import csrf_token, login
 from tests.factories import PASSWORD, make_user
@@ -40,9 +41,89 @@ def test_admin_creates_a_user_with_a_generated_password(
         follow_redirects=True,
     )
     text = response.get_data(as_text=True)
-    assert "User sales.lead@nurture.example created. Their password, shown only now:" in text
+    assert "User sales.lead@nurture.example created." in text
+    assert response.headers["Cache-Control"] == "no-store"
+    shown = re.search(r'id="shown-password"[^>]*>([^<]+)</code>', text)
+    assert shown, "the generated password is shown once"
     created = session.scalars(select(User).where(User.email == "sales.lead@nurture.example")).one()
     assert created.role == Role.SALES
+    # The shown password is the one that works, and it never went into the session cookie.
+    assert verify_password(created.password_hash, shown.group(1))
+    assert shown.group(1) not in response.headers.get("Set-Cookie", "")
+    assert 'id="shown-password"' not in client.get("/settings/users").get_data(as_text=True)
+
+
+def test_admin_resets_a_password_of_a_short_named_user(client: FlaskClient, session, clock) -> None:
+    # Generated passwords must satisfy the policy even for a one-letter mailbox name.
+    _as(client, session, clock, Role.ADMIN)
+    other = make_user(session, clock, role=Role.SALES, email="a@nurture.example")
+    token = csrf_token(client.get("/settings/users").get_data(as_text=True))
+    for _ in range(5):
+        response = client.post(f"/settings/users/{other.id}/password", data={"csrf_token": token})
+        assert response.status_code == 200
+        shown = re.search(
+            r'id="shown-password"[^>]*>([^<]+)</code>', response.get_data(as_text=True)
+        )
+        assert shown
+        session.expire_all()
+        assert verify_password(session.get(User, other.id).password_hash, shown.group(1))  # type: ignore[union-attr]
+
+
+def test_password_change_needs_the_current_password(client: FlaskClient, session, clock) -> None:
+    user = _as(client, session, clock, Role.MARKETER)
+    token = csrf_token(client.get("/settings/account").get_data(as_text=True))
+    wrong = client.post(
+        "/settings/account",
+        data={
+            "current_password": "not mine",
+            "password": "a brand new passphrase",
+            "confirm": "a brand new passphrase",
+            "csrf_token": token,
+        },
+    )
+    assert wrong.status_code == 422
+    assert "The current password is wrong." in wrong.get_data(as_text=True)
+    differ = client.post(
+        "/settings/account",
+        data={
+            "current_password": PASSWORD,
+            "password": "a brand new passphrase",
+            "confirm": "another passphrase",
+            "csrf_token": token,
+        },
+    )
+    assert differ.status_code == 422
+    assert "The passwords differ." in differ.get_data(as_text=True)
+    ok = client.post(
+        "/settings/account",
+        data={
+            "current_password": PASSWORD,
+            "password": "a brand new passphrase",
+            "confirm": "a brand new passphrase",
+            "csrf_token": token,
+        },
+        follow_redirects=True,
+    )
+    assert "Your password was changed" in ok.get_data(as_text=True)
+    session.expire_all()
+    assert verify_password(session.get(User, user.id).password_hash, "a brand new passphrase")  # type: ignore[union-attr]
+    # This browser stays logged in under the new session version.
+    assert client.get("/").status_code == 200
+
+
+def test_service_errors_are_shown_in_german(client: FlaskClient, session, clock) -> None:
+    admin = _as(client, session, clock, Role.ADMIN)
+    de = {"Accept-Language": "de"}
+    token = csrf_token(client.get("/settings/users", headers=de).get_data(as_text=True))
+    response = client.post(
+        f"/settings/users/{admin.id}/role",
+        data={"role": "sales", "csrf_token": token},
+        headers=de,
+        follow_redirects=True,
+    )
+    text = response.get_data(as_text=True)
+    assert "The last active admin" not in text
+    assert "Admin" in text and "letzte" in text
 
 
 def test_duplicate_and_weak_users_are_refused(client: FlaskClient, session, clock) -> None:
