@@ -58,6 +58,23 @@ class Settings:
     login_max_failures: int = 5
     login_lock_minutes: int = 15
     max_request_bytes: int = 16 * 1024 * 1024
+    # Mail identity: Message-IDs, VERP return paths and reply addresses live on this domain.
+    mail_domain: str = "example.com"
+    # Sender identity and imprint printed in every mail's footer (UWG §7, DDG §5).
+    sender_imprint: tuple[str, ...] = ("nurture demo", "Musterstraße 1", "10115 Berlin")
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_key_file: Path | None = None
+    # Outbox and SMTP delivery.
+    outbox_interval_seconds: int = 5
+    outbox_batch: int = 100
+    outbox_lease_seconds: int = 300
+    send_lateness_hours: int = 24
+    smtp_connections: int = 2
+    smtp_max_attempts: int = 8
+    smtp_rate_per_minute: int = 0
+    smtp_rate_per_hour: int = 0
+    smtp_domain_rate_per_minute: int = 0
     testing: bool = False
 
     @property
@@ -206,6 +223,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     except EmailNotValidError as exc:
         raise ConfigError(f"NURTURE_MAIL_FROM is not a valid address: {exc}") from None
 
+    mail_domain = env.get("NURTURE_MAIL_DOMAIN") or mail_from.rsplit("@", 1)[1]
+    imprint_raw = env.get("NURTURE_SENDER_IMPRINT", "")
+    if not imprint_raw and mode == "production":
+        raise ConfigError(
+            "NURTURE_SENDER_IMPRINT is required in production: the sender's name and postal "
+            "address, lines separated by '|', printed in every mail (UWG §7, DDG §5)"
+        )
+    imprint = tuple(line.strip() for line in imprint_raw.split("|") if line.strip()) or (
+        Settings.sender_imprint
+    )
+    dkim_key = env.get("NURTURE_DKIM_KEY_FILE") or None
+    dkim_selector = env.get("NURTURE_DKIM_SELECTOR") or None
+    if bool(dkim_key) != bool(dkim_selector):
+        raise ConfigError("DKIM needs both NURTURE_DKIM_SELECTOR and NURTURE_DKIM_KEY_FILE")
+    if dkim_key and not Path(dkim_key).is_file():
+        raise ConfigError(f"NURTURE_DKIM_KEY_FILE {dkim_key!r} does not exist")
+
     return Settings(
         env=mode,
         instance_path=instance_path,
@@ -225,4 +259,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         login_max_failures=_int(env, "NURTURE_LOGIN_MAX_FAILURES", 5),
         login_lock_minutes=_int(env, "NURTURE_LOGIN_LOCK_MINUTES", 15),
         max_request_bytes=_int(env, "NURTURE_MAX_REQUEST_BYTES", 16 * 1024 * 1024, 1024),
+        mail_domain=mail_domain,
+        sender_imprint=imprint,
+        dkim_selector=dkim_selector,
+        dkim_domain=env.get("NURTURE_DKIM_DOMAIN") or (mail_domain if dkim_key else None),
+        dkim_key_file=Path(dkim_key) if dkim_key else None,
+        outbox_interval_seconds=_int(env, "NURTURE_OUTBOX_INTERVAL_SECONDS", 5),
+        outbox_batch=_int(env, "NURTURE_OUTBOX_BATCH", 100),
+        outbox_lease_seconds=_int(env, "NURTURE_OUTBOX_LEASE_SECONDS", 300),
+        send_lateness_hours=_int(env, "NURTURE_SEND_LATENESS_HOURS", 24),
+        smtp_connections=_int(env, "NURTURE_SMTP_CONNECTIONS", 2),
+        smtp_max_attempts=_int(env, "NURTURE_SMTP_MAX_ATTEMPTS", 8),
+        smtp_rate_per_minute=_int(env, "NURTURE_SMTP_RATE_PER_MINUTE", 0, 0),
+        smtp_rate_per_hour=_int(env, "NURTURE_SMTP_RATE_PER_HOUR", 0, 0),
+        smtp_domain_rate_per_minute=_int(env, "NURTURE_SMTP_DOMAIN_RATE_PER_MINUTE", 0, 0),
     )

@@ -1,0 +1,1 @@
+"""Mail delivery: templates, rendering, message building, transports and the outbox."""
