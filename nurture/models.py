@@ -3,6 +3,23 @@
 from nurture.auth.models import ApiToken, LoginAttempt, User
 from nurture.db import Base
 from nurture.events import Event
+from nurture.mail.models import (
+    CapturedMail,
+    EmailTemplate,
+    Message,
+    TemplateVersion,
+)
 from nurture.ops.models import WorkerHeartbeat
 
-__all__ = ["ApiToken", "Base", "Event", "LoginAttempt", "User", "WorkerHeartbeat"]
+__all__ = [
+    "ApiToken",
+    "Base",
+    "CapturedMail",
+    "EmailTemplate",
+    "Event",
+    "LoginAttempt",
+    "Message",
+    "TemplateVersion",
+    "User",
+    "WorkerHeartbeat",
+]
