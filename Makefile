@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: run test install install-test translations browser lint bench clean
+.PHONY: run test install install-test translations system-deps lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,15 +32,19 @@ run: install
 	@echo "Open http://$(HOST):$(PORT)/ and log in with the credentials above."
 	$(BIN)/nurture run --host $(HOST) --port $(PORT)
 
-# Debian's chromium drives the browser tests; Playwright never downloads a browser of its own.
-browser:
-	@if ! command -v chromium >/dev/null 2>&1; then \
-	  echo "installing Debian's chromium for the browser tests"; \
+# Debian's chromium drives the browser tests (Playwright never downloads a browser of its own);
+# Debian's spamassassin scores the built-in mails offline.
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v spamassassin >/dev/null 2>&1 || missing="$$missing spamassassin"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages for the tests:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-test: install-test browser
+test: install-test system-deps
 	$(BIN)/ruff check nurture tests migrations
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -50,3 +54,6 @@ lint: install-test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+bench: install-test
+	$(BIN)/python bench/run.py

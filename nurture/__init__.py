@@ -58,6 +58,7 @@ def _init_extensions(app: Flask) -> None:
 def _register_blueprints(app: Flask) -> None:
     from nurture.api import bp as api_bp
     from nurture.auth.views import bp as auth_bp
+    from nurture.mail.views import bp as mail_bp
     from nurture.ops.views import bp as ops_bp
     from nurture.web.errors import register_error_handlers
     from nurture.web.views import bp as web_bp
@@ -67,6 +68,7 @@ def _register_blueprints(app: Flask) -> None:
     csrf.exempt(api_bp)
     app.register_blueprint(web_bp)
     app.register_blueprint(auth_bp)
+    app.register_blueprint(mail_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(ops_bp)
     register_error_handlers(app)

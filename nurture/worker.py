@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from nurture.auth.login import purge_login_attempts
+from nurture.mail.delivery import Deliverer
 from nurture.ops.heartbeat import beat, mark_stopped, record_job_run, register_worker
 from nurture.state import Nurture
 
@@ -33,21 +34,36 @@ class WorkerLockError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class JobContext:
+    session: Session
+    now: datetime
+    state: Nurture
+    worker: Worker
+
+
+@dataclass(frozen=True)
 class JobSpec:
     id: str
     seconds: int
-    run: Callable[[Session, datetime, Nurture], object]
+    run: Callable[[JobContext], object]
     # The heartbeat is bookkeeping, not work: it does not count as a job run.
     counts: bool = True
 
 
+def _deliver(ctx: JobContext) -> object:
+    # The outbox owns its transactions (claim, then one commit per message state change), so
+    # it gets no session from here.
+    return ctx.worker.deliverer.run()
+
+
 def job_specs(state: Nurture) -> list[JobSpec]:
-    """The jobs every worker runs. Later domains append theirs (tick, outbox, purges)."""
+    """The jobs every worker runs. Later domains append theirs (tick, purges)."""
     return [
+        JobSpec("outbox", state.settings.outbox_interval_seconds, _deliver),
         JobSpec(
             "purge_login_attempts",
             3600,
-            lambda session, now, _state: purge_login_attempts(session, now=now),
+            lambda ctx: purge_login_attempts(ctx.session, now=ctx.now),
         ),
     ]
 
@@ -66,6 +82,15 @@ class Worker:
             },
         )
         self._lock_file: IO[str] | None = None
+        self._deliverer: Deliverer | None = None
+
+    @property
+    def deliverer(self) -> Deliverer:
+        """Built on first use and kept: its template and skeleton caches live with the worker."""
+        if self._deliverer is None:
+            assert self.worker_id is not None, "start the worker first"
+            self._deliverer = Deliverer(self.state, worker_id=self.worker_id)
+        return self._deliverer
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -105,9 +130,9 @@ class Worker:
 
     # -- jobs --------------------------------------------------------------------------------
     def _beat_spec(self) -> JobSpec:
-        def run(session: Session, now: datetime, _state: Nurture) -> None:
+        def run(ctx: JobContext) -> None:
             assert self.worker_id is not None
-            beat(session, self.worker_id, now=now)
+            beat(ctx.session, self.worker_id, now=ctx.now)
 
         return JobSpec("heartbeat", self.state.settings.heartbeat_seconds, run, counts=False)
 
@@ -118,7 +143,7 @@ class Worker:
         try:
             with self.state.db.session_scope() as session:
                 now = self.state.clock.now()
-                spec.run(session, now, self.state)
+                spec.run(JobContext(session, now, self.state, self))
                 if spec.counts and self.worker_id:
                     record_job_run(session, self.worker_id, spec.id, now=now)
         except Exception:

@@ -76,7 +76,7 @@ def make_settings(database_url: str, instance: Path, **overrides: object) -> Set
         "NURTURE_INSTANCE_PATH": str(instance),
         "NURTURE_DATABASE_URL": database_url,
         "NURTURE_SECRET_KEY": SECRET,
-        "NURTURE_BASE_URL": "http://nurture.test",
+        "NURTURE_BASE_URL": "https://nurture.test",
         "NURTURE_MAIL_FROM": "news@nurture.example",
     }
     return load_settings(env).with_overrides(testing=True, **overrides)

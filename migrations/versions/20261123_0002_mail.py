@@ -145,6 +145,11 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_messages_to_domain_sent_at", ["to_domain", "sent_at"], unique=False
         )
+        batch_op.create_index(
+            "ix_messages_template_version_id_sent_at",
+            ["template_version_id", "sent_at"],
+            unique=False,
+        )
 
     op.create_table(
         "captured_mails",
@@ -181,6 +186,7 @@ def downgrade() -> None:
 
     op.drop_table("captured_mails")
     with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_index("ix_messages_template_version_id_sent_at")
         batch_op.drop_index("ix_messages_to_domain_sent_at")
         batch_op.drop_index("ix_messages_state_next_attempt_at")
         batch_op.drop_index("ix_messages_state_lease_until")

@@ -133,6 +133,8 @@ class Message(Base):
         # Rate limits count recent sends, globally and per recipient domain.
         Index("ix_messages_sent_at", "sent_at"),
         Index("ix_messages_to_domain_sent_at", "to_domain", "sent_at"),
+        # Sent counts per template version (template list, KPIs).
+        Index("ix_messages_template_version_id_sent_at", "template_version_id", "sent_at"),
     )
 
 

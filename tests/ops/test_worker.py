@@ -24,6 +24,7 @@ def test_worker_registers_beats_and_marks_itself_stopped(app: Flask, clock: Froz
     try:
         assert {job.id for job in worker.scheduler.get_jobs()} == {
             "heartbeat",
+            "outbox",
             "purge_login_attempts",
         }
         for job in worker.scheduler.get_jobs():
