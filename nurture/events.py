@@ -101,6 +101,26 @@ def record_event(
     return session.get(Event, new_id)
 
 
+_APPEND = Event.__table__.insert()
+
+
+def append_events(session: Session, events: list[dict[str, Any]], *, now: datetime) -> None:
+    """Append events that cannot repeat (no dedup key) in one statement, without ORM objects."""
+    rows = [
+        {
+            "type": e["type"],
+            "contact_id": e.get("contact_id"),
+            "message_id": e.get("message_id"),
+            "occurred_at": e.get("occurred_at") or now,
+            "recorded_at": now,
+            "payload": e.get("payload") or {},
+            "dedup_key": None,
+        }
+        for e in events
+    ]
+    session.connection().execute(_APPEND, rows)
+
+
 def events_for_contact(session: Session, contact_id: int, *, limit: int = 200) -> list[Event]:
     """The contact's events, newest first."""
     stmt = (

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.mail import outbox
@@ -123,46 +124,50 @@ class Deliverer:
         connection = self.transport.connect()
         session = self.state.db.session()
         try:
-            for message_id in ids:
+            # Loaded after the claim committed, so these rows are current.
+            messages = session.scalars(
+                select(Message).where(Message.id.in_(ids)).order_by(Message.id)
+            ).all()
+            for message in messages:
                 try:
-                    self._send_one(session, connection, message_id, report)
+                    self._send_one(session, connection, message, report)
                 except Exception:
+                    # Losing an uncommitted result here leaves that row `sending`, so it ends
+                    # `uncertain`: shown to a person, never sent twice.
                     session.rollback()
-                    log.exception("sending message %s failed unexpectedly", message_id)
+                    log.exception("sending message %s failed unexpectedly", message.id)
+            session.commit()
         finally:
             connection.close()
             session.close()
 
     # -- one message --------------------------------------------------------------------------
     def _send_one(
-        self, session: Session, connection: Connection, message_id: int, report: DeliveryReport
+        self, session: Session, connection: Connection, message: Message, report: DeliveryReport
     ) -> None:
+        """Gate, mark in flight, build, send, record. The record is committed together with the
+        next message's start (one commit per message instead of two); nothing is on the wire
+        between the two, so the guarantees are the same."""
+        if message.state != MessageState.QUEUED or message.claimed_by != self.worker_id:
+            return
         clock = self.state.clock
-        message = session.get(Message, message_id, populate_existing=True)
-        if message is None or message.state != MessageState.QUEUED:
-            return
-        if message.claimed_by != self.worker_id:
-            return
         now = clock.now()
         reason = refusal(session, message, now)
         if reason:
             outbox.skip_claimed(
                 session, message.id, worker_id=self.worker_id, reason=reason, now=now
             )
-            session.commit()
             report.count("skipped")
             return
         if not outbox.domain_has_room(session, self.settings, message.to_domain, now=now):
             outbox.postpone(
                 session, message.id, worker_id=self.worker_id, until=now + timedelta(minutes=1)
             )
-            session.commit()
             report.count("postponed")
             return
         if not outbox.start_sending(
             session, message.id, worker_id=self.worker_id, now=now, lease=self.lease
         ):
-            session.rollback()
             return
         # Committed before the SMTP conversation: if this process dies now, the row is
         # recognisably in flight and ends `uncertain`, never silently re-sent.
@@ -171,7 +176,6 @@ class Deliverer:
             raw, subject = self.build(session, message)
         except (TemplateError, HeaderInjectionError, ValueError) as exc:
             outbox.fail_unbuildable(session, message, error=str(exc), now=clock.now())
-            session.commit()
             report.count("failed")
             return
         result = connection.send(
@@ -188,10 +192,8 @@ class Deliverer:
             subject=subject,
             max_attempts=self.settings.smtp_max_attempts,
         )
-        session.commit()
-        report.count(
-            {MessageState.SENT: "sent", MessageState.QUEUED: "retried"}.get(new_state, "failed")
-        )
+        counter = {MessageState.SENT: "sent", MessageState.QUEUED: "retried"}
+        report.count(counter.get(new_state, "failed"))
 
     # -- building ---------------------------------------------------------------------------------
     def build(self, session: Session, message: Message) -> tuple[bytes, str]:
@@ -214,7 +216,9 @@ class Deliverer:
 
         compiled = self.templates.get(key, load)
         marketing = message.purpose == Purpose.MARKETING
-        rendered = compiled.render(self.context(message, marketing=marketing))
+        # Signed once per message: the template may print the links several times.
+        unsubscribe_url = self.links.unsubscribe_url(message.token)
+        rendered = compiled.render(self.context(message, unsubscribe_url=unsubscribe_url))
         skeleton = self._skeleton(key, message)
         domain = self.settings.mail_domain
         parts = MessageParts(
@@ -226,7 +230,7 @@ class Deliverer:
             message_id=message_id_header(message.token, domain),
             date=self.state.clock.now(),
             reply_to=reply_address(message.token, domain),
-            unsubscribe_url=self.links.unsubscribe_url(message.token) if marketing else None,
+            unsubscribe_url=unsubscribe_url if marketing else None,
             unsubscribe_mailto=unsubscribe_mailto(message.token, domain) if marketing else None,
         )
         raw = skeleton.build(parts)
@@ -234,8 +238,9 @@ class Deliverer:
             raw = self.dkim.sign(raw)
         return raw, rendered.subject
 
-    def context(self, message: Message, *, marketing: bool) -> dict[str, Any]:
-        token = message.token
+    def context(self, message: Message, *, unsubscribe_url: str) -> dict[str, Any]:
+        """The render context: the row's stored data plus sender identity and link functions."""
+        preferences_url = self.links.preferences_url(message.token)
         context: dict[str, Any] = dict(message.context)
         context.setdefault("lang", "de")
         context["sender"] = {
@@ -243,8 +248,8 @@ class Deliverer:
             "address": self.settings.mail_from,
             "imprint": list(self.settings.sender_imprint),
         }
-        context["unsubscribe_url"] = lambda: self.links.unsubscribe_url(token)
-        context["preferences_url"] = lambda: self.links.preferences_url(token)
+        context["unsubscribe_url"] = lambda: unsubscribe_url
+        context["preferences_url"] = lambda: preferences_url
         # Tracking consent is the consent domain's decision; until it says yes, links stay as
         # the template wrote them.
         context["track_link"] = lambda url: url

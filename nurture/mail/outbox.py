@@ -12,18 +12,19 @@ Protocol (each step is its own short transaction, committed by the caller):
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from nurture.config import Settings
 from nurture.db import claim
-from nurture.events import record_event
+from nurture.events import append_events, record_event
 from nurture.mail.identity import new_token
 from nurture.mail.models import Message, MessageState, Purpose
 from nurture.mail.transports import BounceKind, Outcome, SendResult
@@ -45,31 +46,56 @@ class IllegalTransition(RuntimeError):
     """A state change the outbox protocol does not allow."""
 
 
+_FILTERS = {
+    "message_id": lambda t: t.c.id == bindparam("f_message_id"),
+    "worker_id": lambda t: t.c.claimed_by == bindparam("f_worker_id"),
+    "lease_before": lambda t: t.c.lease_until < bindparam("f_lease_before"),
+    "expires_before": lambda t: t.c.expires_at < bindparam("f_expires_before"),
+}
+
+
+@lru_cache(maxsize=64)
+def _statement(
+    sources: tuple[MessageState, ...],
+    target: MessageState,
+    filters: tuple[str, ...],
+    columns: tuple[str, ...],
+) -> Any:
+    # Built once per shape and reused with bound values: constructing and cache-keying a new
+    # UPDATE on every call cost more than running it (this runs twice per sent message).
+    table = Message.__table__
+    return (
+        update(table)
+        .where(*(_FILTERS[name](table) for name in filters), table.c.state.in_(sources))
+        .values(state=target, **{c: bindparam(f"v_{c}") for c in columns})
+        .returning(table.c.id, table.c.contact_id)
+    )
+
+
 def transition(
     session: Session,
-    where: Sequence[ColumnElement[bool]],
     sources: Iterable[MessageState],
     target: MessageState,
     *,
     now: datetime,
+    where: dict[str, Any],
     **values: Any,
 ) -> list[tuple[int, int | None]]:
     """Move the rows matching ``where`` from one of ``sources`` to ``target``, atomically.
 
-    The only place a message's state changes. Returns (id, contact_id) of the rows that moved;
-    a row another worker already moved is simply not among them.
+    The only place a message's state changes. ``where`` names filters (message_id, worker_id,
+    lease_before, expires_before). Returns (id, contact_id) of the rows that moved; a row
+    another worker already moved is simply not among them.
     """
     sources = tuple(sources)
     for source in sources:
         if target not in TRANSITIONS[source]:
             raise IllegalTransition(f"{source.value} → {target.value} is not allowed")
-    result = session.execute(
-        update(Message)
-        .where(*where, Message.state.in_(sources))
-        .values(state=target, updated_at=now, **values)
-        .returning(Message.id, Message.contact_id)
-        .execution_options(synchronize_session=False)
-    )
+    values["updated_at"] = now
+    filters = tuple(sorted(where))
+    columns = tuple(sorted(values))
+    params = {f"f_{k}": v for k, v in where.items()} | {f"v_{k}": v for k, v in values.items()}
+    result = session.connection().execute(_statement(sources, target, filters, columns), params)
     return [(row[0], row[1]) for row in result]
 
 
@@ -81,15 +107,12 @@ def _events(
     now: datetime,
     payload: dict[str, Any] | None = None,
 ) -> None:
-    for message_id, contact_id in rows:
-        record_event(
-            session,
-            type,
-            now=now,
-            message_id=message_id,
-            contact_id=contact_id,
-            payload=payload or {},
-        )
+    if rows:
+        events = [
+            {"type": type, "message_id": mid, "contact_id": cid, "payload": payload or {}}
+            for mid, cid in rows
+        ]
+        append_events(session, events, now=now)
 
 
 def enqueue(
@@ -151,10 +174,10 @@ def recover_expired(session: Session, *, now: datetime) -> int:
     """Rows left in ``sending`` by a dead worker become ``uncertain``; returns how many."""
     rows = transition(
         session,
-        [Message.lease_until < now],
         [S.SENDING],
         S.UNCERTAIN,
         now=now,
+        where={"lease_before": now},
         reason="worker_lost",
         lease_until=None,
     )
@@ -166,10 +189,10 @@ def cancel_late(session: Session, *, now: datetime) -> int:
     """Skip queued rows past their lateness limit instead of blasting them out late."""
     rows = transition(
         session,
-        [Message.expires_at < now],
         [S.QUEUED],
         S.CANCELLED,
         now=now,
+        where={"expires_before": now},
         reason="too_late",
         lease_until=None,
     )
@@ -232,8 +255,8 @@ def claim_batch(
     )
 
 
-def _mine(message_id: int, worker_id: str) -> list[ColumnElement[bool]]:
-    return [Message.id == message_id, Message.claimed_by == worker_id]
+def _mine(message_id: int, worker_id: str) -> dict[str, Any]:
+    return {"message_id": message_id, "worker_id": worker_id}
 
 
 def start_sending(
@@ -242,10 +265,10 @@ def start_sending(
     """Mark one claimed row as in flight; False if this worker lost it meanwhile."""
     rows = transition(
         session,
-        _mine(message_id, worker_id),
         [S.QUEUED],
         S.SENDING,
         now=now,
+        where=_mine(message_id, worker_id),
         lease_until=now + lease,
     )
     return bool(rows)
@@ -257,10 +280,10 @@ def skip_claimed(
     """Cancel a claimed row that the send gate refused, with the reason as an event."""
     rows = transition(
         session,
-        _mine(message_id, worker_id),
         [S.QUEUED],
         S.CANCELLED,
         now=now,
+        where=_mine(message_id, worker_id),
         reason=reason,
         lease_until=None,
     )
@@ -272,7 +295,7 @@ def postpone(session: Session, message_id: int, *, worker_id: str, until: dateti
     """Give a claimed row back to the queue for later (a throttle, not a failure)."""
     session.execute(
         update(Message)
-        .where(*_mine(message_id, worker_id), Message.state == S.QUEUED)
+        .where(Message.id == message_id, Message.claimed_by == worker_id, Message.state == S.QUEUED)
         .values(next_attempt_at=until, lease_until=None, claimed_by=None)
         .execution_options(synchronize_session=False)
     )
@@ -294,16 +317,16 @@ def record_result(
     max_attempts: int,
 ) -> MessageState:
     """Record what the transport said; returns the row's new state."""
-    mine = [Message.id == message.id]
+    mine = {"message_id": message.id}
     smtp = {"smtp_code": result.code, "smtp_response": result.text[:2000]}
     payload = {"code": result.code, "enhanced": result.enhanced, "text": result.text[:500]}
     if result.outcome == Outcome.SENT:
         rows = transition(
             session,
-            mine,
             [S.SENDING],
             S.SENT,
             now=now,
+            where=mine,
             sent_at=now,
             subject=subject,
             lease_until=None,
@@ -315,10 +338,10 @@ def record_result(
     if result.outcome == Outcome.RETRY and attempts < max_attempts:
         rows = transition(
             session,
-            mine,
             [S.SENDING],
             S.QUEUED,
             now=now,
+            where=mine,
             attempts=attempts,
             next_attempt_at=now + backoff(attempts),
             lease_until=None,
@@ -333,10 +356,10 @@ def record_result(
         reason = "hard_bounce"
     rows = transition(
         session,
-        mine,
         [S.SENDING],
         S.FAILED,
         now=now,
+        where=mine,
         attempts=attempts,
         reason=reason,
         subject=subject,
@@ -360,10 +383,10 @@ def fail_unbuildable(session: Session, message: Message, *, error: str, now: dat
     """A message that cannot be rendered or built fails with the reason kept."""
     rows = transition(
         session,
-        [Message.id == message.id],
         [S.SENDING],
         S.FAILED,
         now=now,
+        where={"message_id": message.id},
         reason="render_error",
         smtp_response=error[:2000],
         lease_until=None,
@@ -381,10 +404,10 @@ def resend_uncertain(session: Session, message_id: int, *, now: datetime, by: st
     """A person decided an uncertain message was not delivered: queue it again."""
     rows = transition(
         session,
-        [Message.id == message_id],
         [S.UNCERTAIN],
         S.QUEUED,
         now=now,
+        where={"message_id": message_id},
         next_attempt_at=now,
         lease_until=None,
         claimed_by=None,
@@ -398,7 +421,12 @@ def resend_uncertain(session: Session, message_id: int, *, now: datetime, by: st
 def drop_uncertain(session: Session, message_id: int, *, now: datetime, by: str) -> bool:
     """A person decided an uncertain message was delivered (or should not be): drop it."""
     rows = transition(
-        session, [Message.id == message_id], [S.UNCERTAIN], S.CANCELLED, now=now, reason="dropped"
+        session,
+        [S.UNCERTAIN],
+        S.CANCELLED,
+        now=now,
+        where={"message_id": message_id},
+        reason="dropped",
     )
     _events(session, rows, "send_dropped", now=now, payload={"by": by})
     return bool(rows)

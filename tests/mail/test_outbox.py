@@ -199,7 +199,11 @@ def test_policy_rejections_fail_without_blaming_the_recipient(session: Session, 
 def test_illegal_transitions_are_refused(session: Session, clock: FrozenClock) -> None:
     with pytest.raises(outbox.IllegalTransition, match="sent → queued is not allowed"):
         outbox.transition(
-            session, [Message.id == 1], [MessageState.SENT], MessageState.QUEUED, now=clock.now()
+            session,
+            [MessageState.SENT],
+            MessageState.QUEUED,
+            now=clock.now(),
+            where={"message_id": 1},
         )
 
 
