@@ -33,6 +33,8 @@ class SmtpSettings:
     starttls: bool = False
     ssl: bool = False
     timeout: float = 30.0
+    # A private CA for an internal relay; the system's trust store otherwise.
+    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,9 @@ def parse_smtp_url(url: str) -> SmtpSettings:
         timeout = float(query.get("timeout", ["30"])[0])
     except ValueError:
         raise ConfigError("NURTURE_SMTP_URL: ?timeout= must be a number of seconds") from None
+    ca_file = query.get("cafile", [""])[0]
+    if ca_file and not Path(ca_file).is_file():
+        raise ConfigError(f"NURTURE_SMTP_URL: ?cafile={ca_file} does not exist")
     return SmtpSettings(
         host=parts.hostname,
         port=port,
@@ -127,6 +132,7 @@ def parse_smtp_url(url: str) -> SmtpSettings:
         starttls=starttls,
         ssl=ssl,
         timeout=timeout,
+        ca_file=Path(ca_file) if ca_file else None,
     )
 
 

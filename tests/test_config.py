@@ -45,6 +45,20 @@ def test_postgres_url_is_given_the_psycopg_driver(tmp_path: Path) -> None:
         ({"NURTURE_MAIL_TRANSPORT": "smtp"}, "NURTURE_MAIL_TRANSPORT=smtp needs NURTURE_SMTP_URL"),
         ({"NURTURE_MAIL_TRANSPORT": "sendmail"}, "NURTURE_MAIL_TRANSPORT must be one of"),
         ({"NURTURE_SMTP_URL": "http://relay"}, "must start with smtp:// or smtps://"),
+        (
+            {"NURTURE_SMTP_URL": "smtp://relay?cafile=/no/ca.pem"},
+            "?cafile=/no/ca.pem does not exist",
+        ),
+        (
+            {
+                "NURTURE_ENV": "production",
+                "NURTURE_DATABASE_URL": "postgresql://x/y",
+                "NURTURE_SECRET_KEY": "k" * 40,
+                "NURTURE_BASE_URL": "https://n.example",
+            },
+            "NURTURE_SENDER_IMPRINT is required in production",
+        ),
+        ({"NURTURE_DKIM_SELECTOR": "s1"}, "DKIM needs both NURTURE_DKIM_SELECTOR and"),
         ({"NURTURE_MAIL_FROM": "not an address"}, "NURTURE_MAIL_FROM is not a valid address"),
         ({"NURTURE_HEARTBEAT_SECONDS": "soon"}, "NURTURE_HEARTBEAT_SECONDS must be a whole number"),
         ({"NURTURE_HEARTBEAT_SECONDS": "0"}, "NURTURE_HEARTBEAT_SECONDS must be at least 1"),

@@ -223,14 +223,21 @@ def capacity(session: Session, settings: Settings, *, now: datetime) -> int | No
 
 
 def domain_has_room(session: Session, settings: Settings, domain: str, *, now: datetime) -> bool:
+    """Whether the per-recipient-domain limit allows one more send now.
+
+    Rows in flight count too (their result may not be committed yet). Two lanes checking at
+    the same instant can still both pass, so the limit may be exceeded by at most one per
+    additional SMTP connection; receivers' limits are coarse enough for that.
+    """
     limit = settings.smtp_domain_rate_per_minute
     if limit <= 0:
         return True
+    recent = or_(
+        Message.sent_at > now - timedelta(minutes=1), Message.state == MessageState.SENDING
+    )
     sent = (
         session.scalar(
-            select(func.count())
-            .select_from(Message)
-            .where(Message.to_domain == domain, Message.sent_at > now - timedelta(minutes=1))
+            select(func.count()).select_from(Message).where(Message.to_domain == domain, recent)
         )
         or 0
     )

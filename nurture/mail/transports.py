@@ -162,7 +162,7 @@ class SmtpConnection:
 
     def _open(self) -> smtplib.SMTP:
         s = self._settings
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
         if s.ssl:
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(
                 s.host,

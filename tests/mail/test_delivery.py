@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import dkim
@@ -219,3 +220,33 @@ def test_a_message_is_sent_once_even_when_two_deliverers_run(app, session, clock
         thread.join(timeout=60)
     tokens = [r.message["Message-ID"] for r in smtp_sink.received]
     assert len(tokens) == len(set(tokens)) == 30
+
+
+def test_global_and_per_domain_limits_hold_back_the_rest(app, session, clock, smtp_sink) -> None:  # type: ignore[no-untyped-def]
+    _messages, worker_id = _queue(session, clock, app, n=5)
+    transport = SmtpTransport(parse_smtp_url(smtp_sink.url))
+    # One lane makes the count exact (see outbox.domain_has_room for two lanes racing).
+    per_domain = _deliverer(
+        app, worker_id, transport, smtp_domain_rate_per_minute=2, smtp_connections=1
+    )
+    first = per_domain.run()
+    assert (first.sent, first.postponed) == (2, 3)
+    session.expire_all()
+    waiting = session.scalars(select(Message).where(Message.state == MessageState.QUEUED)).all()
+    assert len(waiting) == 3
+    assert all(m.next_attempt_at == clock.now() + timedelta(minutes=1) for m in waiting)
+    assert all(m.claimed_by is None and m.attempts == 0 for m in waiting)
+    # Nothing more in the same minute; the next minute lets two more through.
+    assert per_domain.run().sent == 0
+    clock.advance(minutes=1, seconds=1)
+    assert per_domain.run().sent == 2
+
+    # The global cap counts every send in the last minute: two at 1:01 fill a cap of two.
+    global_cap = _deliverer(
+        app, worker_id, transport, smtp_domain_rate_per_minute=0, smtp_rate_per_minute=2
+    )
+    clock.advance(seconds=30)
+    assert global_cap.run().claimed == 0
+    clock.advance(seconds=31)
+    assert global_cap.run().sent == 1
+    assert len(smtp_sink.received) == 5

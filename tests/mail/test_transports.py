@@ -1,4 +1,8 @@
+import ssl
+import subprocess
+
 import pytest
+from aiosmtpd.controller import Controller
 
 from nurture.config import parse_smtp_url
 from nurture.mail.transports import (
@@ -7,7 +11,7 @@ from nurture.mail.transports import (
     SmtpConnection,
     classify_smtp_reply,
 )
-from tests.mail.conftest import SmtpSink, free_port
+from tests.mail.conftest import SinkHandler, SmtpSink, free_port
 
 RAW = (
     b"From: news@nurture.example\r\nTo: anna@kunde.example\r\nSubject: Hallo\r\n"
@@ -98,3 +102,67 @@ def test_unreachable_server_is_a_retry() -> None:
     assert result.outcome == Outcome.RETRY
     assert result.code is None
     assert "ConnectionRefusedError" in result.text
+
+
+@pytest.fixture
+def certificate(tmp_path):  # type: ignore[no-untyped-def]
+    """A self-signed certificate for 127.0.0.1, standing in for a relay's private CA."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def _tls_sink(certificate, *, implicit: bool):  # type: ignore[no-untyped-def]
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    handler = SinkHandler()
+    port = free_port()
+    options = (
+        {"ssl_context": context} if implicit else {"tls_context": context, "require_starttls": True}
+    )
+    controller = Controller(handler, hostname="127.0.0.1", port=port, decode_data=False, **options)
+    controller.start()
+    return controller, handler, port
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "smtps"])
+def test_tls_to_a_relay_with_a_private_ca(certificate, implicit: bool) -> None:  # type: ignore[no-untyped-def]
+    controller, handler, port = _tls_sink(certificate, implicit=implicit)
+    cert, _key = certificate
+    scheme = "smtps" if implicit else "smtp"
+    tls = "" if implicit else "&starttls=1"
+    try:
+        trusted = SmtpConnection(parse_smtp_url(f"{scheme}://127.0.0.1:{port}?cafile={cert}{tls}"))
+        ok = trusted.send("b@nurture.example", ["anna@kunde.example"], RAW)
+        trusted.close()
+        # Without the CA the certificate is not trusted: nothing is sent in the clear instead.
+        untrusted = SmtpConnection(parse_smtp_url(f"{scheme}://127.0.0.1:{port}?timeout=5{tls}"))
+        refused = untrusted.send("b@nurture.example", ["anna@kunde.example"], RAW)
+        untrusted.close()
+    finally:
+        controller.stop()
+    assert ok.outcome == Outcome.SENT
+    assert refused.outcome == Outcome.RETRY and "CERTIFICATE_VERIFY_FAILED" in refused.text
+    assert len(handler.received) == 1
