@@ -50,7 +50,7 @@ class DatabaseGauges(Collector):
     Job counters above live in the process that ran the job; these gauges see every worker.
     """
 
-    def __init__(self, read: Callable[[], dict[str, float]]) -> None:
+    def __init__(self, read: Callable[[], dict[str, float | dict[str, float]]]) -> None:
         self._read = read
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -59,4 +59,14 @@ class DatabaseGauges(Collector):
         except Exception:  # a scrape must not fail because the database is down
             values = {}
         for name, value in values.items():
-            yield GaugeMetricFamily(f"nurture_{name}", name.replace("_", " "), value=value)
+            if isinstance(value, dict):
+                # {"state": {"queued": 3, ...}} becomes nurture_<name>{state="queued"} 3
+                [(label, series)] = value.items()  # type: ignore[misc]
+                family = GaugeMetricFamily(
+                    f"nurture_{name}", name.replace("_", " "), labels=[label]
+                )
+                for key, number in series.items():
+                    family.add_metric([key], number)
+                yield family
+            else:
+                yield GaugeMetricFamily(f"nurture_{name}", name.replace("_", " "), value=value)

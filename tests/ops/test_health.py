@@ -6,6 +6,8 @@ from sqlalchemy.orm import Session
 
 from nurture import create_app
 from nurture.clock import FrozenClock
+from nurture.mail.models import Purpose
+from nurture.mail.outbox import enqueue
 from nurture.ops.heartbeat import beat, register_worker
 from tests.conftest import make_settings
 
@@ -60,6 +62,15 @@ def test_metrics_expose_requests_and_live_workers(
 ) -> None:
     register_worker(session, mode="worker", now=clock.now())
     register_worker(session, mode="worker", now=clock.now() - timedelta(hours=1))
+    enqueue(
+        session,
+        key="k",
+        purpose=Purpose.TEST,
+        to_addr="a@kunde.example",
+        context={},
+        builtin="optin_confirmation",
+        now=clock.now(),
+    )
     session.commit()
     client.get("/healthz")
     text = client.get("/metrics").get_data(as_text=True)
@@ -68,3 +79,5 @@ def test_metrics_expose_requests_and_live_workers(
     )
     # Only the fresh one of the two workers counts as alive.
     assert "nurture_workers_alive 1.0" in text
+    assert 'nurture_outbox_messages{state="queued"} 1.0' in text
+    assert 'nurture_outbox_messages{state="uncertain"} 0.0' in text
