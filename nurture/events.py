@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index, String, event, select
+from sqlalchemy import JSON, ForeignKey, Index, String, event, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -24,8 +24,10 @@ class Event(Base):
     __tablename__ = "events"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    # The contacts table arrives with the contacts domain; its migration adds the foreign key.
-    contact_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    # SET NULL: erasure removes the person but keeps anonymous counts.
+    contact_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("contacts.id", ondelete="SET NULL"), nullable=True
+    )
     message_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
     type: Mapped[str] = mapped_column(String(64))
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -9,6 +9,8 @@ from sqlalchemy.orm import Session
 from nurture.auth.models import Role, User
 from nurture.auth.users import create_user
 from nurture.clock import FrozenClock
+from nurture.contacts.models import Contact
+from nurture.contacts.store import upsert_contact
 
 PASSWORD = "correct horse battery staple"
 _seq = count(1)
@@ -34,3 +36,11 @@ def make_user(
     if commit:
         session.commit()
     return user
+
+
+def make_contact(session: Session, clock: FrozenClock, **fields: object) -> Contact:
+    """A contact through the real upsert (normalisation, events)."""
+    data = {"email": f"kunde{next(_seq)}@kunde.example", **fields}
+    contact, _created = upsert_contact(session, data, now=clock.now(), source="test")
+    session.flush()
+    return contact

@@ -5,3 +5,4 @@ from flask import Blueprint
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 from nurture.api import views  # noqa: E402,F401  (registers the routes)
+from nurture.contacts import api as contacts_api  # noqa: E402,F401

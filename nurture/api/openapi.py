@@ -5,6 +5,35 @@ from __future__ import annotations
 from typing import Any
 
 ERROR = {"$ref": "#/components/responses/Error"}
+CONTACT_TEXT = (
+    "email",
+    "first_name",
+    "last_name",
+    "title",
+    "company",
+    "industry",
+    "company_size",
+    "city",
+    "country",
+    "customer_number",
+    "phone",
+    "mobile",
+    "website",
+    "linkedin",
+    "xing",
+    "source",
+)
+LIFECYCLES = ["lead", "customer", "at_risk", "churned", "won_back"]
+
+
+def _query(name: str, kind: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": kind},
+        "description": description,
+    }
 
 
 def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -19,6 +48,12 @@ def _json(schema_ref: str) -> dict[str, Any]:
 def openapi_document(base_url: str) -> dict[str, Any]:
     token_id = {
         "name": "token_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer"},
+    }
+    contact_id = {
+        "name": "contact_id",
         "in": "path",
         "required": True,
         "schema": {"type": "integer"},
@@ -60,6 +95,55 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                         "422": ERROR,
                     },
                     requestBody={"required": True, "content": _json("TokenCreate")},
+                ),
+            },
+            "/contacts": {
+                "get": _op(
+                    "List contacts (keyset paging) or look one up by ?email=",
+                    {
+                        "200": {"description": "A page", "content": _json("ContactList")},
+                        "400": ERROR,
+                    },
+                    parameters=[
+                        _query("email", "string", "exact address; normalised before lookup"),
+                        _query("q", "string", "prefix of email, last name or company"),
+                        _query("lifecycle", "string", "lead, customer, at_risk, churned, won_back"),
+                        _query("after", "integer", "id of the last contact of the previous page"),
+                        _query("limit", "integer", "1 to 500, default 50"),
+                    ],
+                ),
+                "post": _op(
+                    "Create a contact or update the one with the same email or customer number",
+                    {
+                        "200": {"description": "Updated", "content": _json("Contact")},
+                        "201": {"description": "Created", "content": _json("Contact")},
+                        "400": ERROR,
+                        "403": ERROR,
+                        "415": ERROR,
+                        "422": ERROR,
+                    },
+                    requestBody={"required": True, "content": _json("ContactInput")},
+                ),
+            },
+            "/contacts/{contact_id}": {
+                "get": _op(
+                    "One contact",
+                    {
+                        "200": {"description": "The contact", "content": _json("Contact")},
+                        "404": ERROR,
+                    },
+                    parameters=[contact_id],
+                ),
+                "patch": _op(
+                    "Change some fields of a contact",
+                    {
+                        "200": {"description": "Changed", "content": _json("Contact")},
+                        "403": ERROR,
+                        "404": ERROR,
+                        "422": ERROR,
+                    },
+                    parameters=[contact_id],
+                    requestBody={"required": True, "content": _json("ContactInput")},
                 ),
             },
             "/tokens/{token_id}": {
@@ -122,6 +206,53 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     "type": "object",
                     "required": ["name"],
                     "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 100}},
+                },
+                "ContactInput": {
+                    "type": "object",
+                    "description": "Writable fields; unknown fields are refused (422).",
+                    "properties": {
+                        **{name: {"type": "string"} for name in CONTACT_TEXT},
+                        "gender": {
+                            "type": "string",
+                            "enum": ["female", "male", "diverse", "unknown"],
+                            "description": "Herr/Frau/divers are accepted too",
+                        },
+                        "formality": {
+                            "type": "string",
+                            "enum": ["formal", "informal"],
+                            "description": "Sie/Du are accepted too",
+                        },
+                        "language": {"type": "string", "enum": ["de", "en"]},
+                        "time_zone": {"type": ["string", "null"], "example": "Europe/Berlin"},
+                        "birthday": {"type": ["string", "null"], "format": "date"},
+                        "tags": {"type": "array", "items": {"type": "string"}},
+                        "custom": {"type": "object"},
+                        "owner_id": {"type": ["integer", "null"]},
+                        "lifecycle": {"type": "string", "enum": LIFECYCLES},
+                    },
+                },
+                "Contact": {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/ContactInput"},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "integer"},
+                                "created_at": {"type": "string", "format": "date-time"},
+                                "updated_at": {"type": "string", "format": "date-time"},
+                            },
+                        },
+                    ]
+                },
+                "ContactList": {
+                    "type": "object",
+                    "properties": {
+                        "items": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Contact"},
+                        },
+                        "next_after": {"type": ["integer", "null"]},
+                    },
                 },
                 "NewToken": {
                     "allOf": [

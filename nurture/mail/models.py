@@ -103,7 +103,9 @@ class Message(Base):
         ForeignKey("email_template_versions.id", ondelete="RESTRICT"), nullable=True
     )
     builtin: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    contact_id: Mapped[int | None] = mapped_column(BigId, nullable=True, index=True)
+    contact_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("contacts.id", ondelete="SET NULL"), nullable=True, index=True
+    )
     topic: Mapped[str | None] = mapped_column(String(64), nullable=True)
     to_addr: Mapped[str] = mapped_column(String(320))
     to_name: Mapped[str] = mapped_column(String(200), default="")

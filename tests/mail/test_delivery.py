@@ -24,6 +24,7 @@ from nurture.mail.models import CapturedMail, Message, MessageState, Purpose
 from nurture.mail.templates import TemplateDraft, create_template, latest_version
 from nurture.mail.transports import CaptureTransport, SmtpTransport
 from nurture.ops.heartbeat import register_worker
+from tests.factories import make_contact
 from tests.mail.conftest import SmtpSink
 
 DRAFT = TemplateDraft(
@@ -81,7 +82,7 @@ def _queue(session: Session, clock: FrozenClock, app, n: int = 1, prefix: str = 
                 "salutation": "Sehr geehrte Frau Dr. Müller",
             },
             template_version_id=version.id,
-            contact_id=100 + i,
+            contact_id=make_contact(session, clock).id,
             now=clock.now(),
         )
         messages.append(message)

@@ -9,6 +9,7 @@ from nurture.events import Event
 from nurture.mail import outbox
 from nurture.mail.models import Message, MessageState, Purpose
 from nurture.mail.transports import BounceKind, Outcome, SendResult
+from tests.factories import make_contact
 
 LEASE = timedelta(minutes=5)
 
@@ -173,7 +174,8 @@ def test_temporary_failures_retry_with_backoff_then_fail(session: Session, clock
 
 
 def test_synchronous_user_unknown_is_a_hard_bounce_event(session: Session, clock) -> None:
-    _enqueue(session, clock, "k", contact_id=42)
+    contact = make_contact(session, clock)
+    _enqueue(session, clock, "k", contact_id=contact.id)
     message = _claim_and_start(session, clock)
     result = SendResult(Outcome.FAILED, 550, "5.1.1 user unknown", "5.1.1", BounceKind.HARD)
     outbox.record_result(session, message, result, now=clock.now(), subject=None, max_attempts=3)
@@ -181,7 +183,7 @@ def test_synchronous_user_unknown_is_a_hard_bounce_event(session: Session, clock
     session.refresh(message)
     assert (message.state, message.reason) == (MessageState.FAILED, "hard_bounce")
     bounce = _events(session, "bounced")[0]
-    assert bounce.contact_id == 42
+    assert bounce.contact_id == contact.id
     assert bounce.payload["kind"] == "hard" and bounce.payload["sync"] is True
 
 

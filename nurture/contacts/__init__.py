@@ -1,0 +1,1 @@
+"""Contacts: one de-duplicated customer base."""

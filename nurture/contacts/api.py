@@ -1,0 +1,123 @@
+"""/api/v1/contacts: upsert, read, list and change contacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify, request, url_for
+from flask.typing import ResponseReturnValue
+
+from nurture.api import bp
+from nurture.api.auth import json_body, token_required
+from nurture.api.errors import ApiError
+from nurture.auth.models import Role
+from nurture.contacts.fields import ContactDataError
+from nurture.contacts.models import Contact, Lifecycle
+from nurture.contacts.store import find_by_email, list_contacts, update_contact, upsert_contact
+from nurture.web.context import db_session, now
+
+WRITERS = (Role.ADMIN, Role.MARKETER)
+FIELDS = (
+    "email",
+    "first_name",
+    "last_name",
+    "gender",
+    "title",
+    "formality",
+    "language",
+    "time_zone",
+    "company",
+    "industry",
+    "company_size",
+    "city",
+    "country",
+    "customer_number",
+    "phone",
+    "mobile",
+    "website",
+    "linkedin",
+    "xing",
+    "tags",
+    "custom",
+    "owner_id",
+    "source",
+)
+
+
+def contact_json(contact: Contact) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": contact.id}
+    body |= {field: getattr(contact, field) for field in FIELDS}
+    body["lifecycle"] = contact.lifecycle.value
+    body["birthday"] = contact.birthday.isoformat() if contact.birthday else None
+    body["created_at"] = contact.created_at.isoformat()
+    body["updated_at"] = contact.updated_at.isoformat()
+    return body
+
+
+def _invalid(exc: ContactDataError) -> ApiError:
+    return ApiError(422, "validation_error", "Some fields are invalid.", exc.errors)
+
+
+def _contact_or_404(contact_id: int) -> Contact:
+    contact = db_session().get(Contact, contact_id)
+    if contact is None:
+        raise ApiError(404, "not_found", f"There is no contact with id {contact_id}.")
+    return contact
+
+
+@bp.post("/contacts")
+@token_required(*WRITERS)
+def contacts_upsert() -> ResponseReturnValue:
+    body = json_body()
+    source = body.pop("source", None) or "api"
+    try:
+        contact, created = upsert_contact(db_session(), body, now=now(), source=str(source))
+    except ContactDataError as exc:
+        raise _invalid(exc) from None
+    db_session().commit()
+    location = url_for("api.contacts_get", contact_id=contact.id)
+    return jsonify(contact_json(contact)), 201 if created else 200, {"Location": location}
+
+
+@bp.get("/contacts")
+@token_required()
+def contacts_list() -> ResponseReturnValue:
+    args = request.args
+    if "email" in args:
+        found = find_by_email(db_session(), args["email"])
+        return jsonify({"items": [contact_json(found)] if found else [], "next_after": None})
+    try:
+        limit = min(max(int(args.get("limit", 50)), 1), 500)
+        after = int(args["after"]) if "after" in args else None
+        lifecycle = Lifecycle(args["lifecycle"]) if "lifecycle" in args else None
+    except ValueError:
+        raise ApiError(
+            400,
+            "invalid_query",
+            "limit and after must be numbers; lifecycle one of "
+            + ", ".join(m.value for m in Lifecycle)
+            + ".",
+        ) from None
+    items = list_contacts(
+        db_session(), after_id=after, limit=limit, lifecycle=lifecycle, search=args.get("q")
+    )
+    next_after = items[-1].id if len(items) == limit else None
+    return jsonify({"items": [contact_json(c) for c in items], "next_after": next_after})
+
+
+@bp.get("/contacts/<int:contact_id>")
+@token_required()
+def contacts_get(contact_id: int) -> ResponseReturnValue:
+    return jsonify(contact_json(_contact_or_404(contact_id)))
+
+
+@bp.patch("/contacts/<int:contact_id>")
+@token_required(*WRITERS)
+def contacts_patch(contact_id: int) -> ResponseReturnValue:
+    contact = _contact_or_404(contact_id)
+    try:
+        update_contact(db_session(), contact, json_body(), now=now())
+    except ContactDataError as exc:
+        raise _invalid(exc) from None
+    db_session().commit()
+    return jsonify(contact_json(contact))
