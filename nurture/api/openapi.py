@@ -146,6 +146,46 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     requestBody={"required": True, "content": _json("ContactInput")},
                 ),
             },
+            "/contacts/import": {
+                "post": _op(
+                    "Import contacts from a CSV file (UTF-8 or Windows-1252, ';' or ',')",
+                    {
+                        "200": {"description": "The report", "content": _json("ImportReport")},
+                        "400": ERROR,
+                        "403": ERROR,
+                        "413": ERROR,
+                        "415": ERROR,
+                        "422": ERROR,
+                    },
+                    description=(
+                        "Every valid row is upserted by email or customer number; invalid rows "
+                        "are skipped and listed with their line. Columns are mapped by the "
+                        "optional 'mapping' (CSV column → contact field) or else by common "
+                        "German and English headers (E-Mail, Vorname, Anrede, …). A file that "
+                        "cannot be read or mapped is a 422 with code invalid_file; nothing is "
+                        "imported then. An import never records consent."
+                    ),
+                    requestBody={
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["file"],
+                                    "properties": {
+                                        "file": {"type": "string", "format": "binary"},
+                                        "mapping": {
+                                            "type": "string",
+                                            "description": 'JSON object, e.g. {"E-Mail": "email"}',
+                                        },
+                                    },
+                                }
+                            },
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
+                )
+            },
             "/tokens/{token_id}": {
                 "delete": _op(
                     "Revoke one of the caller's tokens",
@@ -252,6 +292,27 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                             "items": {"$ref": "#/components/schemas/Contact"},
                         },
                         "next_after": {"type": ["integer", "null"]},
+                    },
+                },
+                "ImportReport": {
+                    "type": "object",
+                    "properties": {
+                        "rows": {"type": "integer", "description": "data rows read, errors too"},
+                        "created": {"type": "integer"},
+                        "updated": {"type": "integer"},
+                        "unchanged": {"type": "integer"},
+                        "ignored_columns": {"type": "array", "items": {"type": "string"}},
+                        "errors": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "line": {"type": "integer", "description": "header = 1"},
+                                    "field": {"type": ["string", "null"]},
+                                    "message": {"type": "string"},
+                                },
+                            },
+                        },
                     },
                 },
                 "NewToken": {

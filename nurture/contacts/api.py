@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import jsonify, request, url_for
@@ -12,6 +13,7 @@ from nurture.api.auth import json_body, token_required
 from nurture.api.errors import ApiError
 from nurture.auth.models import Role
 from nurture.contacts.fields import ContactDataError
+from nurture.contacts.importer import ImportFileError, import_contacts
 from nurture.contacts.models import Contact, Lifecycle
 from nurture.contacts.store import find_by_email, list_contacts, update_contact, upsert_contact
 from nurture.web.context import db_session, now
@@ -77,6 +79,55 @@ def contacts_upsert() -> ResponseReturnValue:
     db_session().commit()
     location = url_for("api.contacts_get", contact_id=contact.id)
     return jsonify(contact_json(contact)), 201 if created else 200, {"Location": location}
+
+
+def _import_upload() -> tuple[bytes, dict[str, str] | None]:
+    """The CSV bytes and the optional mapping of a multipart or text/csv request."""
+    if request.mimetype == "text/csv":
+        return request.get_data(), None
+    if request.mimetype != "multipart/form-data":
+        raise ApiError(
+            415, "unsupported_media_type", "Send the file as multipart/form-data or text/csv."
+        )
+    upload = request.files.get("file")
+    if upload is None:
+        raise ApiError(400, "missing_file", "Send the CSV file in the form field 'file'.")
+    mapping = None
+    if request.form.get("mapping"):
+        try:
+            mapping = json.loads(request.form["mapping"])
+        except ValueError:
+            mapping = None
+        if not isinstance(mapping, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+        ):
+            raise ApiError(
+                400, "invalid_mapping", "mapping must be a JSON object of column to field."
+            )
+    return upload.read(), mapping
+
+
+@bp.post("/contacts/import")
+@token_required(*WRITERS)
+def contacts_import() -> ResponseReturnValue:
+    data, mapping = _import_upload()
+    try:
+        report = import_contacts(db_session(), data, mapping=mapping, now=now(), source="import")
+    except ImportFileError as exc:
+        raise ApiError(422, "invalid_file", str(exc)) from None
+    db_session().commit()
+    return jsonify(
+        {
+            "rows": report.rows,
+            "created": report.created,
+            "updated": report.updated,
+            "unchanged": report.unchanged,
+            "ignored_columns": report.ignored_columns,
+            "errors": [
+                {"line": e.line, "field": e.field, "message": e.message} for e in report.errors
+            ],
+        }
+    )
 
 
 @bp.get("/contacts")
