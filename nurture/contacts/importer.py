@@ -23,7 +23,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from nurture.contacts.fields import WRITABLE, ContactDataError, clean_contact_data
-from nurture.contacts.store import _existing, upsert_contact
+from nurture.contacts.store import find_existing, upsert_contact
 from nurture.errors import N_, UserFacingError
 
 # read_csv puts this key into a row whose cell count differs from the header's; its value is
@@ -216,7 +216,7 @@ def _import_row(
     session: Session, report: ImportReport, values: dict[str, Any], *, now: datetime, source: str
 ) -> None:
     fields = list(values)
-    before = _existing(session, values["email"], values.get("customer_number"))
+    before = find_existing(session, values["email"], values.get("customer_number"))
     snapshot = _snapshot(before, fields) if before is not None else None
     # A savepoint per row: a row the database refuses is undone alone, the others stay.
     with session.begin_nested():

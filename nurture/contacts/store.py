@@ -17,7 +17,8 @@ from nurture.events import record_event
 MAX_ATTEMPTS = 3
 
 
-def _existing(session: Session, email: str, customer_number: str | None) -> Contact | None:
+def find_existing(session: Session, email: str, customer_number: str | None) -> Contact | None:
+    """The contact an upsert of ``email``/``customer_number`` would update, if any."""
     # The customer number wins: an ERP that changed a customer's address still means the
     # same customer.
     if customer_number:
@@ -62,7 +63,7 @@ def upsert_contact(
     values = clean_contact_data(data, require_email=True)
     email = values["email"]
     for _attempt in range(MAX_ATTEMPTS):
-        existing = _existing(session, email, values.get("customer_number"))
+        existing = find_existing(session, email, values.get("customer_number"))
         if existing is not None:
             _apply(session, existing, values, now=now)
             return existing, False
