@@ -186,6 +186,38 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     },
                 )
             },
+            "/events": {
+                "post": _op(
+                    "Record business events (order, complaint, cancellation, expected_revenue, "
+                    'call, meeting, note): one object or {"events": [...]}, all or nothing; '
+                    "an item with an id seen before is skipped",
+                    {
+                        "200": {"description": "Only duplicates", "content": _json("Recorded")},
+                        "201": {"description": "Recorded", "content": _json("Recorded")},
+                        "400": ERROR,
+                        "403": ERROR,
+                        "415": ERROR,
+                        "422": ERROR,
+                    },
+                    requestBody={"required": True, "content": _json("ActivityInput")},
+                )
+            },
+            "/contacts/{contact_id}/timeline": {
+                "get": _op(
+                    "The contact's events, newest first",
+                    {
+                        "200": {"description": "A page", "content": _json("Timeline")},
+                        "400": ERROR,
+                        "404": ERROR,
+                    },
+                    parameters=[
+                        contact_id,
+                        _query("type", "string", "comma-separated event types"),
+                        _query("before", "integer", "id of the last event of the previous page"),
+                        _query("limit", "integer", "1 to 500, default 50"),
+                    ],
+                )
+            },
             "/tokens/{token_id}": {
                 "delete": _op(
                     "Revoke one of the caller's tokens",
@@ -313,6 +345,52 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                                 },
                             },
                         },
+                    },
+                },
+                "ActivityInput": {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {
+                        "type": {
+                            "type": "string",
+                            "enum": [
+                                "order",
+                                "complaint",
+                                "cancellation",
+                                "expected_revenue",
+                                "call",
+                                "meeting",
+                                "note",
+                            ],
+                        },
+                        "id": {"type": "string", "description": "your id; makes resending safe"},
+                        "contact_id": {"type": "integer"},
+                        "email": {"type": "string", "format": "email"},
+                        "occurred_at": {"type": "string", "format": "date-time"},
+                        "amount": {"type": "string", "example": "19.90"},
+                        "currency": {"type": "string", "example": "EUR"},
+                        "order_id": {"type": "string"},
+                        "reason": {"type": "string"},
+                        "severity": {"type": "string", "enum": ["low", "medium", "high"]},
+                        "product": {"type": "string"},
+                        "period": {"type": "string", "example": "2026-Q3"},
+                        "text": {"type": "string"},
+                        "events": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+                "Recorded": {
+                    "type": "object",
+                    "properties": {
+                        "recorded": {"type": "integer"},
+                        "duplicates": {"type": "integer"},
+                        "ids": {"type": "array", "items": {"type": ["integer", "null"]}},
+                    },
+                },
+                "Timeline": {
+                    "type": "object",
+                    "properties": {
+                        "items": {"type": "array", "items": {"type": "object"}},
+                        "next_before": {"type": ["integer", "null"]},
                     },
                 },
                 "NewToken": {

@@ -12,10 +12,12 @@ from nurture.api import bp
 from nurture.api.auth import json_body, token_required
 from nurture.api.errors import ApiError
 from nurture.auth.models import Role
+from nurture.contacts.activity import ActivityError, record_activities, timeline
 from nurture.contacts.fields import ContactDataError
 from nurture.contacts.importer import ImportFileError, import_contacts
 from nurture.contacts.models import Contact, Lifecycle
 from nurture.contacts.store import find_by_email, list_contacts, update_contact, upsert_contact
+from nurture.events import Event
 from nurture.web.context import db_session, now
 
 WRITERS = (Role.ADMIN, Role.MARKETER)
@@ -172,3 +174,58 @@ def contacts_patch(contact_id: int) -> ResponseReturnValue:
         raise _invalid(exc) from None
     db_session().commit()
     return jsonify(contact_json(contact))
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "type": event.type,
+        "contact_id": event.contact_id,
+        "message_id": event.message_id,
+        "occurred_at": event.occurred_at.isoformat(),
+        "payload": event.payload,
+    }
+
+
+@bp.post("/events")
+@token_required(*WRITERS)
+def events_record() -> ResponseReturnValue:
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+    body = request.get_json(silent=True)
+    if isinstance(body, dict) and isinstance(body.get("events"), list):
+        items = body["events"]
+    elif isinstance(body, dict):
+        items = [body]
+    else:
+        raise ApiError(
+            400, "invalid_json", 'Send one event object or {"events": [...]} as valid JSON.'
+        )
+    if not 1 <= len(items) <= 1000:
+        raise ApiError(422, "validation_error", "Send 1 to 1000 events at once.")
+    try:
+        ids = record_activities(db_session(), items, now=now(), source="api")
+    except ActivityError as exc:
+        raise ApiError(
+            422, "validation_error", "Some events are invalid; none was recorded.", exc.errors
+        ) from None
+    db_session().commit()
+    recorded = sum(1 for i in ids if i is not None)
+    status = 201 if recorded else 200
+    return jsonify({"recorded": recorded, "duplicates": len(ids) - recorded, "ids": ids}), status
+
+
+@bp.get("/contacts/<int:contact_id>/timeline")
+@token_required()
+def contacts_timeline(contact_id: int) -> ResponseReturnValue:
+    _contact_or_404(contact_id)
+    args = request.args
+    try:
+        limit = min(max(int(args.get("limit", 50)), 1), 500)
+        before = int(args["before"]) if "before" in args else None
+    except ValueError:
+        raise ApiError(400, "invalid_query", "limit and before must be numbers.") from None
+    types = [t for t in args.get("type", "").split(",") if t] or None
+    events = timeline(db_session(), contact_id, types=types, before_id=before, limit=limit)
+    next_before = events[-1].id if len(events) == limit else None
+    return jsonify({"items": [event_json(e) for e in events], "next_before": next_before})
