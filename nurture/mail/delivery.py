@@ -243,6 +243,9 @@ class Deliverer:
         preferences_url = self.links.preferences_url(message.token)
         context: dict[str, Any] = dict(message.context)
         context.setdefault("lang", "de")
+        # Every variable the editor's preview offers must exist at send time too, or a
+        # template that previewed fine would fail here.
+        context.setdefault("preheader", "")
         context["sender"] = {
             "name": self.settings.mail_from_name,
             "address": self.settings.mail_from,

@@ -52,7 +52,6 @@ CONTEXT_VARIABLES = (
     "unsubscribe_url()",
     "preferences_url()",
     "track_link(url)",
-    "view_in_browser_url()",
 )
 # Extra variables of the built-in system mails, beyond the standard ones.
 BUILTINS: dict[str, tuple[str, ...]] = {
@@ -328,7 +327,7 @@ def sample_context(
             "company": "Beispiel GmbH",
             "phone": "+49 30 1234567",
         },
-        "salutation": "Sehr geehrte Frau Dr. Müller" if de else "Dear Dr. Müller",
+        "salutation": "Sehr geehrte Frau Dr. Müller" if de else "Dear Dr Müller",
         "sender": {
             "name": imprint[0] if imprint else "",
             "address": "news@example.com",
@@ -337,7 +336,6 @@ def sample_context(
         "preheader": "",
         "unsubscribe_url": lambda: f"{base}/u/sample",
         "preferences_url": lambda: f"{base}/p/sample",
-        "view_in_browser_url": lambda: f"{base}/v/sample",
         "track_link": lambda url: url,
         # The built-in system mails' own variables.
         "confirm_url": f"{base}/confirm/sample",

@@ -29,7 +29,7 @@ UNSUBSCRIBE = "https://example.com/u/sample"
 PREFERENCES = "https://example.com/p/sample"
 AVAILABLE = (
     "contact, salutation, sender, lang, subject, preheader, unsubscribe_url(), "
-    "preferences_url(), track_link(url), view_in_browser_url()"
+    "preferences_url(), track_link(url)"
 )
 ROWS = (
     '<table class="items">{% for item in items %}'

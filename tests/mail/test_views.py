@@ -214,7 +214,7 @@ def test_saved_version_preview_is_isolated_and_in_both_languages(
     body = de.get_data(as_text=True)
     assert "Hallo Anna" in body and "Sehr geehrte Frau Dr. Müller" in body
     en = client.get(f"/templates/{template_id}/versions/1/preview.html?lang=en")
-    assert "Dear Dr. Müller" in en.get_data(as_text=True)
+    assert "Dear Dr Müller" in en.get_data(as_text=True)
     assert client.get(f"/templates/{template_id}/versions/9/preview.html").status_code == 404
 
     # The editor frames both languages, sandboxed without scripts.
