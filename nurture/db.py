@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     DateTime,
+    Enum,
     Integer,
     MetaData,
     Table,
@@ -59,6 +61,23 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def checked_enum(values: type[enum.Enum] | tuple[str, ...], name: str, length: int = 16) -> Enum:
+    """A VARCHAR with a CHECK constraint: the same schema on SQLite and PostgreSQL.
+
+    Adding a value is a migration of a CHECK constraint, not an ALTER TYPE of a native enum.
+    """
+    if isinstance(values, tuple):
+        return Enum(*values, native_enum=False, create_constraint=True, length=length, name=name)
+    return Enum(
+        values,
+        native_enum=False,
+        create_constraint=True,
+        length=length,
+        name=name,
+        values_callable=lambda members: [m.value for m in members],
+    )
 
 
 class Base(DeclarativeBase):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, event, select
+from sqlalchemy import JSON, ForeignKey, Index, String, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -121,14 +121,3 @@ def append_events(session: Session, events: list[dict[str, Any]], *, now: dateti
         for e in events
     ]
     session.connection().execute(_APPEND, rows)
-
-
-def events_for_contact(session: Session, contact_id: int, *, limit: int = 200) -> list[Event]:
-    """The contact's events, newest first."""
-    stmt = (
-        select(Event)
-        .where(Event.contact_id == contact_id)
-        .order_by(Event.occurred_at.desc(), Event.id.desc())
-        .limit(limit)
-    )
-    return list(session.scalars(stmt))

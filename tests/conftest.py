@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
@@ -127,6 +129,22 @@ def session(app: Flask) -> Iterator[Session]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch, database_url: str, tmp_path: Path, app) -> CliRunner:  # type: ignore[no-untyped-def]
+    """The `nurture` CLI against the test database (`app` empties it afterwards)."""
+    monkeypatch.setenv("NURTURE_DATABASE_URL", database_url)
+    monkeypatch.setenv("NURTURE_SECRET_KEY", SECRET)
+    monkeypatch.setenv("NURTURE_INSTANCE_PATH", str(tmp_path))
+    return CliRunner()
+
+
+def free_port() -> int:
+    """A free TCP port on loopback, for servers the tests start."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 CSRF_RE = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')

@@ -1,6 +1,5 @@
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,7 @@ from nurture.auth.models import Role
 from nurture.auth.tokens import authenticate_token
 from nurture.auth.users import get_user_by_email
 from nurture.cli import cli
-from tests.conftest import SECRET
-
-
-@pytest.fixture
-def runner(monkeypatch: pytest.MonkeyPatch, database_url: str, tmp_path: Path, app) -> CliRunner:  # type: ignore[no-untyped-def]
-    # `app` truncates the database afterwards; the CLI builds its own app from the environment.
-    monkeypatch.setenv("NURTURE_DATABASE_URL", database_url)
-    monkeypatch.setenv("NURTURE_SECRET_KEY", SECRET)
-    monkeypatch.setenv("NURTURE_INSTANCE_PATH", str(tmp_path))
-    return CliRunner()
+from tests.conftest import free_port
 
 
 def test_user_create_and_token_create(runner: CliRunner, session: Session, clock) -> None:  # type: ignore[no-untyped-def]
@@ -83,12 +73,6 @@ def test_configuration_error_is_one_readable_line(tmp_path: Path) -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_embedded_run_serves_the_login_page_and_the_printed_login_works(tmp_path: Path) -> None:
     # What `make run` does, on a fresh instance folder with the SQLite default.
@@ -101,7 +85,7 @@ def test_embedded_run_serves_the_login_page_and_the_printed_login_works(tmp_path
     )
     match = re.search(r"Log in as (\S+) with password (\S+) ", admin.stdout)
     assert match, admin.stdout
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [*nurture, "run", "--port", str(port)],
         env=env,

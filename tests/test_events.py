@@ -3,7 +3,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nurture.clock import FrozenClock
-from nurture.events import AppendOnlyError, Event, events_for_contact, record_event
+from nurture.contacts.activity import timeline
+from nurture.events import AppendOnlyError, Event, record_event
 from tests.factories import make_contact
 
 
@@ -62,5 +63,4 @@ def test_timeline_lists_a_contacts_events_newest_first(
     record_event(session, "opened", now=clock.now(), contact_id=anna.id)
     record_event(session, "order", now=clock.now(), contact_id=ben.id)
     session.commit()
-    timeline = [e.type for e in events_for_contact(session, anna.id)]
-    assert timeline == ["opened", "sent", "contact_created"]
+    assert [e.type for e in timeline(session, anna.id)] == ["opened", "sent", "contact_created"]

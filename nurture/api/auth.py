@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from flask import g, request
 
 from nurture.api.errors import ApiError
-from nurture.auth.models import ApiToken, Role, User
+from nurture.auth.models import Role, User
 from nurture.auth.tokens import authenticate_token
 from nurture.web.context import db_session, now
 
@@ -50,10 +50,6 @@ def token_required(*roles: Role) -> Callable[[F], F]:
 
 def api_user() -> User:
     return g.api_token.user  # type: ignore[no-any-return]
-
-
-def api_token() -> ApiToken:
-    return g.api_token  # type: ignore[no-any-return]
 
 
 def json_body() -> dict[str, Any]:

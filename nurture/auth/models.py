@@ -4,10 +4,10 @@ import enum
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, Enum, ForeignKey, Index, String
+from sqlalchemy import Boolean, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from nurture.db import Base, BigId, UtcDateTime
+from nurture.db import Base, BigId, UtcDateTime, checked_enum
 
 
 class Role(enum.StrEnum):
@@ -16,26 +16,13 @@ class Role(enum.StrEnum):
     SALES = "sales"
 
 
-def role_type() -> Enum:
-    # Stored as checked VARCHAR, identical on SQLite and PostgreSQL; adding a role is a migration
-    # of a CHECK constraint, not of a native enum type.
-    return Enum(
-        Role,
-        native_enum=False,
-        create_constraint=True,
-        length=16,
-        name="role",
-        values_callable=lambda roles: [r.value for r in roles],
-    )
-
-
 class User(UserMixin, Base):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
-    role: Mapped[Role] = mapped_column(role_type())
+    role: Mapped[Role] = mapped_column(checked_enum(Role, "role"))
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     locale: Mapped[str | None] = mapped_column(String(8), nullable=True)

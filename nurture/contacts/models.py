@@ -4,29 +4,13 @@ import enum
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Date, Enum, ForeignKey, Index, String
+from sqlalchemy import JSON, Date, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from nurture.db import Base, BigId, UtcDateTime
-
-
-def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    return Enum(
-        cls,
-        native_enum=False,
-        create_constraint=True,
-        length=16,
-        name=name,
-        values_callable=lambda members: [m.value for m in members],
-    )
-
+from nurture.db import Base, BigId, UtcDateTime, checked_enum
 
 GENDERS = ("female", "male", "diverse", "unknown")
 FORMALITIES = ("formal", "informal")
-
-
-def _values(values: tuple[str, ...], name: str) -> Enum:
-    return Enum(*values, native_enum=False, create_constraint=True, length=16, name=name)
 
 
 class Lifecycle(enum.StrEnum):
@@ -48,9 +32,9 @@ class Contact(Base):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     first_name: Mapped[str] = mapped_column(String(100), default="")
     last_name: Mapped[str] = mapped_column(String(100), default="")
-    gender: Mapped[str] = mapped_column(_values(GENDERS, "gender"), default="unknown")
+    gender: Mapped[str] = mapped_column(checked_enum(GENDERS, "gender"), default="unknown")
     title: Mapped[str] = mapped_column(String(50), default="")
-    formality: Mapped[str] = mapped_column(_values(FORMALITIES, "formality"), default="formal")
+    formality: Mapped[str] = mapped_column(checked_enum(FORMALITIES, "formality"), default="formal")
     language: Mapped[str] = mapped_column(String(8), default="de")
     time_zone: Mapped[str | None] = mapped_column(String(64), nullable=True)
     birthday: Mapped[date | None] = mapped_column(Date, nullable=True)
@@ -70,7 +54,7 @@ class Contact(Base):
     owner_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), nullable=True, index=True
     )
-    lifecycle: Mapped[Lifecycle] = mapped_column(_enum(Lifecycle, "lifecycle"))
+    lifecycle: Mapped[Lifecycle] = mapped_column(checked_enum(Lifecycle, "lifecycle"))
     source: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -6,7 +6,6 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -17,18 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from nurture.db import Base, BigId, UtcDateTime
-
-
-def _enum(cls: type[enum.Enum], name: str, length: int = 16) -> Enum:
-    return Enum(
-        cls,
-        native_enum=False,
-        create_constraint=True,
-        length=length,
-        name=name,
-        values_callable=lambda members: [m.value for m in members],
-    )
+from nurture.db import Base, BigId, UtcDateTime, checked_enum
 
 
 class EmailTemplate(Base):
@@ -97,8 +85,8 @@ class Message(Base):
     # Opaque and random: the Message-ID's local part, the VERP return path and the reply
     # address all carry it, so bounces and replies map back without exposing ids.
     token: Mapped[str] = mapped_column(String(32), unique=True)
-    purpose: Mapped[Purpose] = mapped_column(_enum(Purpose, "message_purpose"))
-    state: Mapped[MessageState] = mapped_column(_enum(MessageState, "message_state"))
+    purpose: Mapped[Purpose] = mapped_column(checked_enum(Purpose, "message_purpose"))
+    state: Mapped[MessageState] = mapped_column(checked_enum(MessageState, "message_state"))
     template_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("email_template_versions.id", ondelete="RESTRICT"), nullable=True
     )

@@ -1,7 +1,6 @@
 import io
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
@@ -10,7 +9,6 @@ from sqlalchemy.orm import Session
 from nurture.auth.models import Role
 from nurture.cli import cli
 from nurture.contacts.models import Contact
-from tests.conftest import SECRET
 from tests.contacts.test_api import _auth
 
 CSV = (
@@ -19,15 +17,6 @@ CSV = (
     "kein-email;Bernd;Herr\r\n"
     "clara@example.com;Clara;Frau\r\n"
 )
-
-
-@pytest.fixture
-def runner(monkeypatch: pytest.MonkeyPatch, database_url: str, tmp_path: Path, app) -> CliRunner:  # type: ignore[no-untyped-def]
-    # `app` truncates the database afterwards; the CLI builds its own app from the environment.
-    monkeypatch.setenv("NURTURE_DATABASE_URL", database_url)
-    monkeypatch.setenv("NURTURE_SECRET_KEY", SECRET)
-    monkeypatch.setenv("NURTURE_INSTANCE_PATH", str(tmp_path))
-    return CliRunner()
 
 
 def _count(session: Session) -> int:
