@@ -39,6 +39,8 @@ class Event(Base):
 
     __table_args__ = (
         Index("ix_events_contact_id_occurred_at", "contact_id", "occurred_at"),
+        # Behaviour conditions of segments and branches: "an order in the last 180 days".
+        Index("ix_events_contact_id_type_occurred_at", "contact_id", "type", "occurred_at"),
         Index("ix_events_message_id", "message_id"),
         Index("ix_events_type_occurred_at", "type", "occurred_at"),
     )

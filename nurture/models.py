@@ -1,7 +1,7 @@
 """Imports every domain's models so ``Base.metadata`` is complete (Alembic, drift test)."""
 
 from nurture.auth.models import ApiToken, LoginAttempt, User
-from nurture.contacts.models import Contact
+from nurture.contacts.models import Contact, CustomField, DuplicateDismissal, ImportJob, Segment
 from nurture.db import Base
 from nurture.events import Event
 from nurture.mail.models import (
@@ -17,10 +17,14 @@ __all__ = [
     "Base",
     "CapturedMail",
     "Contact",
+    "CustomField",
+    "DuplicateDismissal",
     "EmailTemplate",
     "Event",
+    "ImportJob",
     "LoginAttempt",
     "Message",
+    "Segment",
     "TemplateVersion",
     "User",
     "WorkerHeartbeat",

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
+from nurture.contacts.custom_fields import Definitions, clean_custom
 from nurture.contacts.models import FORMALITIES, GENDERS, Lifecycle
 from nurture.errors import N_, UserFacingError
 
@@ -131,10 +132,6 @@ def _one(field: str, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
             raise ValueError("must be a list of strings")
         return sorted({" ".join(t.split()).lower() for t in value if t.strip()})
-    if field == "custom":
-        if not isinstance(value, dict):
-            raise ValueError("must be an object")
-        return value
     if field == "lifecycle":
         try:
             return Lifecycle(value)
@@ -149,13 +146,23 @@ def _one(field: str, value: Any) -> Any:
     raise ValueError("is not a contact field")
 
 
-def clean_contact_data(data: dict[str, Any], *, require_email: bool) -> dict[str, Any]:
-    """Validated, normalised values for the given fields; ContactDataError lists every problem."""
+def clean_contact_data(
+    data: dict[str, Any], *, require_email: bool, custom_fields: Definitions | None = None
+) -> dict[str, Any]:
+    """Validated, normalised values for the given fields; ContactDataError lists every problem.
+
+    ``custom`` is checked against ``custom_fields`` (no definitions: every key is refused); its
+    errors are named ``custom.<key>``.
+    """
     errors: dict[str, str] = {}
     clean: dict[str, Any] = {}
     for field, value in data.items():
         if field not in WRITABLE:
             errors[field] = "is not a contact field"
+            continue
+        if field == "custom":
+            clean["custom"], custom_errors = clean_custom(custom_fields or {}, value)
+            errors |= custom_errors
             continue
         try:
             clean[field] = _one(field, value)

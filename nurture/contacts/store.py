@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from nurture.contacts.custom_fields import Definitions, definitions
 from nurture.contacts.fields import ContactDataError, clean_contact_data, normalise_email
 from nurture.contacts.models import Contact, Lifecycle
 from nurture.events import record_event
@@ -35,7 +36,8 @@ def _apply(session: Session, contact: Contact, values: dict[str, Any], *, now: d
         if field == "tags":
             value = sorted(set(contact.tags or []) | set(value))
         if field == "custom":
-            value = {**(contact.custom or {}), **value}
+            merged = {**(contact.custom or {}), **value}
+            value = {key: item for key, item in merged.items() if item is not None}
         if getattr(contact, field) != value:
             if field == "email" and _taken(session, value, contact.id):
                 raise ContactDataError({"email": "belongs to another contact"})
@@ -53,14 +55,23 @@ def _taken(session: Session, email: str, contact_id: int) -> bool:
 
 
 def upsert_contact(
-    session: Session, data: dict[str, Any], *, now: datetime, source: str = ""
+    session: Session,
+    data: dict[str, Any],
+    *,
+    now: datetime,
+    source: str = "",
+    custom_fields: Definitions | None = None,
 ) -> tuple[Contact, bool]:
     """Create the contact or update the one with the same email or customer number.
 
     Returns (contact, created). Safe under concurrency: the insert is ON CONFLICT DO NOTHING
     against both unique keys, and a lost race falls back to updating the winner's row.
     """
-    values = clean_contact_data(data, require_email=True)
+    values = clean_contact_data(
+        data, require_email=True, custom_fields=custom_fields or definitions(session)
+    )
+    if "custom" in values:
+        values["custom"] = {k: v for k, v in values["custom"].items() if v is not None}
     email = values["email"]
     for _attempt in range(MAX_ATTEMPTS):
         existing = find_existing(session, email, values.get("customer_number"))
@@ -96,7 +107,8 @@ def update_contact(
     session: Session, contact: Contact, data: dict[str, Any], *, now: datetime
 ) -> bool:
     """Change fields of a known contact; True if anything changed."""
-    return _apply(session, contact, clean_contact_data(data, require_email=False), now=now)
+    values = clean_contact_data(data, require_email=False, custom_fields=definitions(session))
+    return _apply(session, contact, values, now=now)
 
 
 def find_by_email(session: Session, email: str) -> Contact | None:

@@ -2,6 +2,7 @@ from sqlalchemy.orm import Session
 
 from nurture.clock import FrozenClock
 from nurture.contacts.context import template_context
+from nurture.contacts.custom_fields import create_field
 from nurture.mail.render import TemplateSource, compile_template, sample_context
 from tests.factories import make_contact
 
@@ -38,9 +39,13 @@ def test_a_contacts_mail_greets_correctly_in_its_language(session: Session, cloc
 def test_context_is_plain_data(session: Session, clock: FrozenClock) -> None:
     import json
 
-    contact = make_contact(session, clock, first_name="Anna", custom={"plan": "pro", "x": [1]})
+    for key, kind, choices in (("plan", "choice", ["Pro", "Basic"]), ("seats", "number", [])):
+        create_field(session, key=key, label=key, kind=kind, choices=choices, now=clock.now())
+    contact = make_contact(
+        session, clock, first_name="Anna", custom={"plan": "pro", "seats": "1.250,50"}
+    )
     context = template_context(contact)
     assert json.loads(json.dumps(context)) == context
-    assert context["contact"]["custom_plan"] == "pro"
-    assert "custom_x" not in context["contact"]
+    assert context["contact"]["custom_plan"] == "Pro"
+    assert context["contact"]["custom_seats"] == 1250.5
     assert context["contact"]["name"] == "Anna"
