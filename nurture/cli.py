@@ -296,7 +296,7 @@ def contacts_import(
                 mapping=mapping,
                 now=state.clock.now(),
                 source=source,
-                progress=lambda done: bar.update(done - bar.pos),
+                on_batch=lambda report: bar.update(report.rows - bar.pos),
             )
     except ImportFileError as exc:
         click.echo(f"nothing imported: {exc}", err=True)

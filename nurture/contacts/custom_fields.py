@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nurture.contacts.models import CUSTOM_FIELD_KINDS, Contact, CustomField
@@ -21,13 +22,27 @@ from nurture.errors import N_, UserFacingError
 KEY = re.compile(r"[a-z][a-z0-9_]{0,39}")
 MAX_TEXT = 500
 MAX_CHOICES = 100
+MAX_LABEL = 100
 GERMAN_DATE = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})")
+# Only the extended form: date.fromisoformat also reads 20260301 and week dates, so a number
+# sent by mistake would silently become a date.
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# A comma is the decimal separator (German first), with optional dots grouping thousands.
+GERMAN_NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+")
+# Commas that can only be English thousands separators: 1,234.5 or 1,234,567.
+ENGLISH_GROUPED = re.compile(r"[+-]?\d{1,3}(?:(?:,\d{3})+\.\d+|(?:,\d{3}){2,})")
+# Beyond this a JSON number loses integer precision in JavaScript clients and spreadsheets.
+MAX_NUMBER = 10**15
 
 Definitions = Mapping[str, CustomField]
 
 
 class CustomFieldError(UserFacingError):
-    """A field definition cannot be saved or deleted."""
+    """A field definition cannot be saved or deleted; ``field`` names the input at fault."""
+
+    def __init__(self, message: str, *, field: str | None = None, **params: Any) -> None:
+        super().__init__(message, **params)
+        self.field = field
 
 
 def definitions(session: Session) -> dict[str, CustomField]:
@@ -48,9 +63,11 @@ def parse_date(value: Any) -> date:
         if match:
             day, month, year = (int(part) for part in match.groups())
             return date(year, month, day)
-        return date.fromisoformat(text)
+        if ISO_DATE.fullmatch(text):
+            return date.fromisoformat(text)
     except ValueError:  # also 31.02.2020
-        raise ValueError(f"{text!r} is not a date as DD.MM.YYYY or YYYY-MM-DD") from None
+        pass
+    raise ValueError(f"{text!r} is not a date as DD.MM.YYYY or YYYY-MM-DD")
 
 
 def _number(value: Any) -> int | float:
@@ -58,17 +75,24 @@ def _number(value: Any) -> int | float:
         raise ValueError("must be a number")
     if isinstance(value, int | float):
         number = Decimal(str(value))
-    else:
-        # German spreadsheets write 1.234,5; a lone comma is the decimal separator.
-        text = str(value).strip().replace(" ", "")
-        if "," in text:
+    elif isinstance(value, str):
+        # German spreadsheets write 1.234,5; English ones 1,234.5. Anything else with a comma
+        # is refused rather than guessed, so a number never silently changes its size.
+        text = "".join(value.split())
+        if GERMAN_NUMBER.fullmatch(text):
             text = text.replace(".", "").replace(",", ".")
+        elif ENGLISH_GROUPED.fullmatch(text):
+            text = text.replace(",", "")
         try:
             number = Decimal(text)
         except InvalidOperation:
             raise ValueError(f"{value!r} is not a number") from None
+    else:
+        raise ValueError("must be a number")
     if not number.is_finite():
         raise ValueError(f"{value!r} is not a number")
+    if abs(number) >= MAX_NUMBER:
+        raise ValueError(f"{value!r} is too large (at most 15 digits before the decimal point)")
     return int(number) if number == number.to_integral_value() else float(number)
 
 
@@ -88,6 +112,8 @@ def clean_value(field: CustomField, value: Any) -> Any:
     if field.kind == "date":
         return parse_date(value).isoformat()
     # choice: the stored spelling is the defined one, whatever case the input used.
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError(f"must be one of: {', '.join(field.choices)}")
     text = " ".join(str(value).split())
     for choice in field.choices:
         if choice.casefold() == text.casefold():
@@ -122,32 +148,45 @@ def _clean_choices(kind: str, choices: list[str]) -> list[str]:
         if text and text.casefold() not in {c.casefold() for c in clean}:
             clean.append(text)
     if not clean:
-        raise CustomFieldError(N_("A choice field needs at least one choice."))
+        raise CustomFieldError(N_("A choice field needs at least one choice."), field="choices")
     if len(clean) > MAX_CHOICES:
-        raise CustomFieldError(N_("A choice field can have at most 100 choices."))
+        raise CustomFieldError(N_("A choice field can have at most 100 choices."), field="choices")
     if any(len(choice) > 100 for choice in clean):
-        raise CustomFieldError(N_("A choice can be at most 100 characters long."))
+        raise CustomFieldError(N_("A choice can be at most 100 characters long."), field="choices")
     return clean
+
+
+def _clean_label(label: str) -> str:
+    label = " ".join(label.split())
+    if not label or len(label) > MAX_LABEL:
+        raise CustomFieldError(N_("The label must be 1 to 100 characters long."), field="label")
+    return label
+
+
+def _duplicate_key(key: str) -> CustomFieldError:
+    return CustomFieldError(
+        N_("A custom field with the key %(key)s already exists."), field="key", key=key
+    )
 
 
 def create_field(
     session: Session, *, key: str, label: str, kind: str, choices: list[str], now: datetime
 ) -> CustomField:
+    """A new field, last in display order; CustomFieldError says what is wrong."""
     key = key.strip()
     if not KEY.fullmatch(key):
         raise CustomFieldError(
             N_(
                 "The key must start with a lower-case letter and contain only a-z, 0-9 and _ "
                 "(at most 40 characters)."
-            )
+            ),
+            field="key",
         )
     if kind not in CUSTOM_FIELD_KINDS:
-        raise CustomFieldError(N_("Unknown field type %(kind)s."), kind=kind)
-    label = " ".join(label.split())
-    if not label or len(label) > 100:
-        raise CustomFieldError(N_("The label must be 1 to 100 characters long."))
+        raise CustomFieldError(N_("Unknown field type %(kind)s."), field="kind", kind=kind)
+    label = _clean_label(label)
     if session.scalar(select(CustomField.id).where(CustomField.key == key)) is not None:
-        raise CustomFieldError(N_("A custom field with the key %(key)s already exists."), key=key)
+        raise _duplicate_key(key)
     position = session.scalar(select(func.coalesce(func.max(CustomField.position), 0))) or 0
     field = CustomField(
         key=key,
@@ -157,21 +196,25 @@ def create_field(
         position=position + 1,
         created_at=now,
     )
-    session.add(field)
-    session.flush()
+    try:
+        # Two admins saving the same key at once: the loser gets the message, not a 500.
+        with session.begin_nested():
+            session.add(field)
+    except IntegrityError:
+        raise _duplicate_key(key) from None
     return field
 
 
 def update_field(session: Session, field: CustomField, *, label: str, choices: list[str]) -> None:
     """Change the label and, for a choice field, the choices; a choice in use stays."""
-    label = " ".join(label.split())
-    if not label or len(label) > 100:
-        raise CustomFieldError(N_("The label must be 1 to 100 characters long."))
+    label = _clean_label(label)
     new_choices = _clean_choices(field.kind, choices)
-    for removed in set(field.choices) - set(new_choices):
+    # In defined order, so the message names the same choice every time.
+    for removed in [choice for choice in field.choices if choice not in new_choices]:
         if values_in_use(session, field.key, removed):
             raise CustomFieldError(
                 N_("The choice %(choice)s is still used by contacts and cannot be removed."),
+                field="choices",
                 choice=removed,
             )
     field.label = label
@@ -186,12 +229,29 @@ def values_in_use(session: Session, key: str, value: str | None = None) -> int:
     return session.scalar(select(func.count()).select_from(Contact).where(condition)) or 0
 
 
+def values_in_use_by_key(session: Session, keys: list[str]) -> dict[str, int]:
+    """``values_in_use`` for many keys in one pass over the contacts (COUNT skips NULL)."""
+    if not keys:
+        return {}
+    counts = [func.count(Contact.custom[key].as_string()) for key in keys]
+    row = session.execute(select(*counts).select_from(Contact)).one()
+    return {key: int(count or 0) for key, count in zip(keys, row, strict=True)}
+
+
+def choice_usage(session: Session, field: CustomField) -> dict[str, int]:
+    """How many contacts have each defined choice, in defined order."""
+    return {choice: values_in_use(session, field.key, choice) for choice in field.choices}
+
+
 def delete_field(session: Session, field: CustomField) -> None:
     """Remove a field no contact uses; data is never dropped as a side effect."""
     used = values_in_use(session, field.key)
     if used:
         raise CustomFieldError(
-            N_("%(count)s contacts have a value for %(key)s; clear them before deleting it."),
+            N_(
+                "Contacts with a value for %(key)s: %(count)s. "
+                "Clear the values before deleting the field."
+            ),
             count=used,
             key=field.key,
         )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 from nurture.contacts.custom_fields import Definitions, clean_custom
 from nurture.contacts.models import FORMALITIES, GENDERS, Lifecycle
@@ -60,13 +61,36 @@ class ContactDataError(UserFacingError):
         super().__init__(N_("Invalid contact data: %(fields)s"), fields=", ".join(sorted(errors)))
 
 
+# The everyday address (ASCII dot-atom local part, LDH labels, alphabetic TLD) for which
+# email-validator's answer is known in advance: valid, normalised to lower case. Checking it with
+# a regex costs ~1 µs instead of ~40 µs, which is most of a 100,000-row import. Everything else
+# (Unicode, IDNA "xx--" labels, quoted local parts, special-use domains) goes to email-validator;
+# tests/contacts/test_fields.py holds the two to the same answers.
+_FAST_EMAIL = re.compile(
+    r"(?=.{1,254}$)(?=[^@]{1,64}@)[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*"
+    r"@(?:(?!..--)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?!..--)[a-z]{2,63}",
+    re.IGNORECASE | re.ASCII,
+)
+_SPECIAL_USE = frozenset(SPECIAL_USE_DOMAIN_NAMES)
+
+
 def normalise_email(raw: str) -> str:
     """The unique form of an address: syntax checked, IDNA domain, lower case; no DNS."""
+    candidate = raw.strip()
+    if _FAST_EMAIL.fullmatch(candidate):
+        lowered = candidate.lower()
+        if not _special_use(lowered):
+            return lowered
     try:
-        result = validate_email(raw.strip(), check_deliverability=False)
+        result = validate_email(candidate, check_deliverability=False)
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
     return result.normalized.lower()
+
+
+def _special_use(address: str) -> bool:
+    # Every special-use name is a single label, so "x.test" is special-use iff its last label is.
+    return address.rsplit(".", 1)[1] in _SPECIAL_USE
 
 
 def _text(value: Any, limit: int) -> str:

@@ -70,8 +70,6 @@ def upsert_contact(
     values = clean_contact_data(
         data, require_email=True, custom_fields=custom_fields or definitions(session)
     )
-    if "custom" in values:
-        values["custom"] = {k: v for k, v in values["custom"].items() if v is not None}
     email = values["email"]
     for _attempt in range(MAX_ATTEMPTS):
         existing = find_existing(session, email, values.get("customer_number"))
@@ -87,6 +85,9 @@ def upsert_contact(
             "created_at": now,
             "updated_at": now,
         }
+        if "custom" in values:
+            # None means "remove": an update drops the key (see _apply), a new row just omits it.
+            row["custom"] = {k: v for k, v in values["custom"].items() if v is not None}
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         new_id = session.scalar(
             insert(Contact).values(**row).on_conflict_do_nothing().returning(Contact.id)
