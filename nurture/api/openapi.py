@@ -202,6 +202,49 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     requestBody={"required": True, "content": _json("ActivityInput")},
                 )
             },
+            "/events/import": {
+                "post": _op(
+                    "Record business events from a CSV file (UTF-8 or Windows-1252, ';' or ',')",
+                    {
+                        "200": {"description": "The report", "content": _json("ImportReport")},
+                        "400": ERROR,
+                        "403": ERROR,
+                        "413": ERROR,
+                        "415": ERROR,
+                        "422": ERROR,
+                    },
+                    description=(
+                        "One event per row, on the contact named by customer_number or email "
+                        "(never created here). Columns: type (also German: Bestellung, "
+                        "Beschwerde, Kündigung, …), occurred_at (ISO 8601 or DD.MM.YYYY HH:MM; "
+                        "without an offset Europe/Berlin), id, and the type's fields; amounts "
+                        "may use a decimal comma. Invalid rows are skipped and listed with "
+                        "their line. In the report, created counts events recorded now and "
+                        "unchanged rows recorded before (same id, or the same cells when there "
+                        "is no id), so a re-sent file records nothing new. Mapping and the "
+                        "invalid_file 422 as for /contacts/import."
+                    ),
+                    requestBody={
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["file"],
+                                    "properties": {
+                                        "file": {"type": "string", "format": "binary"},
+                                        "mapping": {
+                                            "type": "string",
+                                            "description": 'JSON object, e.g. {"Betrag": "amount"}',
+                                        },
+                                    },
+                                }
+                            },
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
+                )
+            },
             "/contacts/{contact_id}/timeline": {
                 "get": _op(
                     "The contact's events, newest first",
@@ -218,6 +261,24 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     ],
                 )
             },
+            "/custom-fields": {
+                "get": _op(
+                    "The custom fields a contact's 'custom' object accepts, in display order",
+                    {"200": {"description": "Fields", "content": _json("CustomFieldList")}},
+                ),
+                "post": _op(
+                    "Define a custom field (admins only); its key and type never change",
+                    {
+                        "201": {"description": "Created", "content": _json("CustomField")},
+                        "400": ERROR,
+                        "403": ERROR,
+                        "415": ERROR,
+                        "422": ERROR,
+                    },
+                    requestBody={"required": True, "content": _json("CustomFieldInput")},
+                ),
+            },
+            **_segment_paths(),
             "/tokens/{token_id}": {
                 "delete": _op(
                     "Revoke one of the caller's tokens",
@@ -298,7 +359,21 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                         "time_zone": {"type": ["string", "null"], "example": "Europe/Berlin"},
                         "birthday": {"type": ["string", "null"], "format": "date"},
                         "tags": {"type": "array", "items": {"type": "string"}},
-                        "custom": {"type": "object"},
+                        "custom": {
+                            "type": "object",
+                            "description": (
+                                "Values of the custom fields, by key (GET /custom-fields lists "
+                                "them); any other key is refused (422, custom.<key>). text: a "
+                                "string of up to 500 characters; number: a JSON number or a "
+                                "string like 1.234,5 or 1,234.5, stored as a number; date: "
+                                "YYYY-MM-DD or DD.MM.YYYY, stored as YYYY-MM-DD; choice: one of "
+                                "the field's choices in any case, stored as defined. null "
+                                "removes a value; keys not sent stay as they are."
+                            ),
+                            "additionalProperties": {
+                                "type": ["string", "number", "null"],
+                            },
+                        },
                         "owner_id": {"type": ["integer", "null"]},
                         "lifecycle": {"type": "string", "enum": LIFECYCLES},
                     },
@@ -375,6 +450,10 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                         "product": {"type": "string"},
                         "period": {"type": "string", "example": "2026-Q3"},
                         "text": {"type": "string"},
+                        "by": {
+                            "type": "string",
+                            "description": "call, meeting, note: who called, met or wrote",
+                        },
                         "events": {"type": "array", "items": {"type": "object"}},
                     },
                 },
@@ -393,12 +472,226 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                         "next_before": {"type": ["integer", "null"]},
                     },
                 },
+                "CustomFieldInput": {
+                    "type": "object",
+                    "required": ["key", "label", "type"],
+                    "properties": {
+                        "key": {
+                            "type": "string",
+                            "pattern": "^[a-z][a-z0-9_]{0,39}$",
+                            "description": "what the API, templates and imports use",
+                        },
+                        "label": {"type": "string", "minLength": 1, "maxLength": 100},
+                        "type": {"type": "string", "enum": ["text", "number", "date", "choice"]},
+                        "choices": {
+                            "type": "array",
+                            "items": {"type": "string", "maxLength": 100},
+                            "maxItems": 100,
+                            "description": "required for type choice, ignored otherwise",
+                        },
+                    },
+                },
+                "CustomField": {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/CustomFieldInput"},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "integer"},
+                                "created_at": {"type": "string", "format": "date-time"},
+                            },
+                        },
+                    ]
+                },
+                "CustomFieldList": {
+                    "type": "object",
+                    "properties": {
+                        "items": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/CustomField"},
+                        }
+                    },
+                },
+                **_segment_schemas(),
                 "NewToken": {
                     "allOf": [
                         {"$ref": "#/components/schemas/Token"},
                         {"type": "object", "properties": {"token": {"type": "string"}}},
                     ]
                 },
+            },
+        },
+    }
+
+
+# -- segments (nurture/contacts/segments_api.py) -------------------------------------------------
+
+SEGMENT_DEFINITION_DOC = (
+    'A saved filter as JSON: {"match": "all"|"any", "conditions": [...]}. A '
+    'condition is a field condition {"field", "op", "value"}, an event condition '
+    '{"event", "op", "days", "count"} or one level of group {"any": [...]} / '
+    '{"all": [...]}. Fields and their operators: text (email, first_name, last_name, title, '
+    "company, industry, company_size, city, country, phone, mobile, website, linkedin, xing, "
+    "source, customer_number, time_zone and custom text fields): eq, neq, contains, "
+    "starts_with, is_empty, is_not_empty (case-insensitive); enum (lifecycle, gender, "
+    "formality, language, custom choice fields): eq, in (a list); date (birthday, custom date "
+    "fields) and datetime (created_at, updated_at): before, after (YYYY-MM-DD), within_days, "
+    "more_than_days_ago (a number of days); number (custom number fields): eq, gt, gte, lt, "
+    "lte; tags: has, has_not; owner_id: eq (a user id), is_empty. Custom fields are named "
+    "custom.<key>. Event types: order, complaint, cancellation, expected_revenue, call, "
+    "meeting, note, sent, bounced, opened, clicked, replied, contact_created; operators "
+    "within_days (days), none_within_days (days), at_least (count, days), never. Days 1-3650, "
+    "counts 1-1000, at most 50 conditions, strings of 200 characters, lists of 100 values; "
+    "unknown keys are refused. Errors (422) name each problem by its path, e.g. "
+    "conditions.2.value."
+)
+
+
+def _segment_paths() -> dict[str, Any]:
+    segment_id = {
+        "name": "segment_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer"},
+    }
+    return {
+        "/segments": {
+            "get": _op(
+                "List segments by name; ?count=1 adds how many contacts match each now",
+                {"200": {"description": "Segments", "content": _json("SegmentList")}},
+                parameters=[_query("count", "integer", "1 to count the contacts of every segment")],
+            ),
+            "post": _op(
+                "Create a segment",
+                {
+                    "201": {"description": "Created", "content": _json("Segment")},
+                    "400": ERROR,
+                    "403": ERROR,
+                    "415": ERROR,
+                    "422": ERROR,
+                },
+                description=SEGMENT_DEFINITION_DOC,
+                requestBody={"required": True, "content": _json("SegmentInput")},
+            ),
+        },
+        "/segments/{segment_id}": {
+            "get": _op(
+                "One segment with how many contacts match it now",
+                {"200": {"description": "The segment", "content": _json("Segment")}, "404": ERROR},
+                parameters=[segment_id],
+            ),
+            "put": _op(
+                "Replace a segment's name and definition",
+                {
+                    "200": {"description": "Changed", "content": _json("Segment")},
+                    "400": ERROR,
+                    "403": ERROR,
+                    "404": ERROR,
+                    "415": ERROR,
+                    "422": ERROR,
+                },
+                parameters=[segment_id],
+                description=SEGMENT_DEFINITION_DOC,
+                requestBody={"required": True, "content": _json("SegmentInput")},
+            ),
+            "delete": _op(
+                "Delete a segment (its contacts stay)",
+                {"204": {"description": "Deleted"}, "403": ERROR, "404": ERROR},
+                parameters=[segment_id],
+            ),
+        },
+        "/segments/{segment_id}/contacts": {
+            "get": _op(
+                "The contacts matching the segment now, by id (keyset paging)",
+                {
+                    "200": {"description": "A page", "content": _json("SegmentContacts")},
+                    "400": ERROR,
+                    "404": ERROR,
+                    "409": ERROR,
+                },
+                description=(
+                    "409 segment_invalid: the stored definition names something that no longer "
+                    "exists (e.g. a deleted custom field); details name the paths."
+                ),
+                parameters=[
+                    segment_id,
+                    _query("after", "integer", "id of the last contact of the previous page"),
+                    _query("limit", "integer", "1 to 1000, default 100"),
+                ],
+            )
+        },
+    }
+
+
+def _segment_schemas() -> dict[str, Any]:
+    definition = {
+        "type": "object",
+        "description": SEGMENT_DEFINITION_DOC,
+        "required": ["conditions"],
+        "additionalProperties": False,
+        "properties": {
+            "match": {"type": "string", "enum": ["all", "any"], "default": "all"},
+            "conditions": {"type": "array", "maxItems": 50, "items": {"type": "object"}},
+        },
+        "example": {
+            "match": "all",
+            "conditions": [
+                {"field": "lifecycle", "op": "in", "value": ["customer", "at_risk"]},
+                {"event": "order", "op": "none_within_days", "days": 180},
+                {"any": [{"field": "tags", "op": "has", "value": "vip"}]},
+            ],
+        },
+    }
+    return {
+        "SegmentDefinition": definition,
+        "SegmentInput": {
+            "type": "object",
+            "required": ["name", "definition"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                "definition": {"$ref": "#/components/schemas/SegmentDefinition"},
+            },
+        },
+        "Segment": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer"},
+                "name": {"type": "string"},
+                "definition": {"$ref": "#/components/schemas/SegmentDefinition"},
+                "created_by_id": {"type": ["integer", "null"]},
+                "created_at": {"type": "string", "format": "date-time"},
+                "updated_at": {"type": "string", "format": "date-time"},
+                "count": {
+                    "type": ["integer", "null"],
+                    "description": "matching contacts now; null when the definition is stale",
+                },
+                "errors": {
+                    "type": "object",
+                    "description": "only for a stale definition: what no longer validates",
+                },
+            },
+        },
+        "SegmentList": {
+            "type": "object",
+            "properties": {
+                "items": {"type": "array", "items": {"$ref": "#/components/schemas/Segment"}}
+            },
+        },
+        "SegmentContacts": {
+            "type": "object",
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "integer"},
+                            "email": {"type": "string", "format": "email"},
+                        },
+                    },
+                },
+                "next_after": {"type": ["integer", "null"]},
             },
         },
     }
