@@ -25,6 +25,7 @@ from nurture.auth.users import (
     set_password,
 )
 from nurture.config import ConfigError, load_settings
+from nurture.contacts.activity_import import import_activities
 from nurture.contacts.importer import ImportFileError, errors_csv, import_contacts, read_csv
 from nurture.ops.logs import configure_logging
 from nurture.state import Nurture, build_state
@@ -304,6 +305,63 @@ def contacts_import(
     click.echo(
         f"imported {report.imported} rows: {report.created} created, {report.updated} updated, "
         f"{report.unchanged} unchanged, {len(report.errors)} errors"
+    )
+    for error in report.errors:
+        click.echo(f"line {error.line}: {error.message}")
+    if errors_path is not None:
+        errors_path.write_text(errors_csv(report), encoding="utf-8", newline="")
+    sys.exit(1 if report.errors else 0)
+
+
+# -- business events ------------------------------------------------------------------------
+
+
+@cli.group("events")
+def events_group() -> None:
+    """Business events (orders, complaints, cancellations, …)."""
+
+
+@events_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--map", "maps", multiple=True, help='"CSV column=field"; auto-mapped if omitted.')
+@click.option(
+    "--source", default="import", show_default=True, help="Source; ids are unique per source."
+)
+@click.option(
+    "--errors",
+    "errors_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the failed rows here as CSV for Excel.",
+)
+def events_import(file: Path, maps: tuple[str, ...], source: str, errors_path: Path | None) -> None:
+    """Record business events from a CSV file; exit 1 if rows failed, 2 if the file was refused.
+
+    Columns: email or customer_number, type, occurred_at (no offset: Berlin time), id, and the
+    type's fields (amount, currency, order_id, reason, severity, product, period, text, by).
+    """
+    state = _state()
+    data = file.read_bytes()
+    if any("=" not in m for m in maps):
+        raise click.BadParameter('write each mapping as "CSV column=field"', param_hint="--map")
+    mapping = dict(m.rsplit("=", 1) for m in maps) if maps else None
+    try:
+        total = sum(1 for _row in read_csv(data)[1])
+        bar = click.progressbar(length=total, label="importing", file=sys.stderr)
+        with bar, state.db.session_scope() as session:
+            report = import_activities(
+                session,
+                data,
+                mapping=mapping,
+                now=state.clock.now(),
+                source=source,
+                on_batch=lambda report: bar.update(report.rows - bar.pos),
+            )
+    except ImportFileError as exc:
+        click.echo(f"nothing imported: {exc}", err=True)
+        sys.exit(2)
+    click.echo(
+        f"recorded {report.created} events, {report.unchanged} already recorded, "
+        f"{len(report.errors)} errors"
     )
     for error in report.errors:
         click.echo(f"line {error.line}: {error.message}")

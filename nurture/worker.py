@@ -22,11 +22,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from nurture.auth.login import purge_login_attempts
+from nurture.contacts.import_jobs import purge_old_jobs, run_pending
 from nurture.mail.delivery import Deliverer
 from nurture.ops.heartbeat import beat, mark_stopped, record_job_run, register_worker
 from nurture.state import Nurture
 
 log = logging.getLogger(__name__)
+
+IMPORTS_INTERVAL_SECONDS = 3
+IMPORTS_BUDGET = 60.0
 
 
 class WorkerLockError(RuntimeError):
@@ -56,10 +60,18 @@ def _deliver(ctx: JobContext) -> object:
     return ctx.worker.deliverer.run()
 
 
+def _imports(ctx: JobContext) -> object:
+    # Imports commit per batch on sessions of their own, like the outbox; the budget bounds
+    # how many jobs one run starts, so the scheduler's other jobs get their turn.
+    return run_pending(ctx.state.db, now_fn=ctx.state.clock.now, budget_seconds=IMPORTS_BUDGET)
+
+
 def job_specs(state: Nurture) -> list[JobSpec]:
     """The jobs every worker runs. Later domains append theirs (tick, purges)."""
     return [
         JobSpec("outbox", state.settings.outbox_interval_seconds, _deliver),
+        JobSpec("imports", IMPORTS_INTERVAL_SECONDS, _imports),
+        JobSpec("purge_import_jobs", 3600, lambda ctx: purge_old_jobs(ctx.session, now=ctx.now)),
         JobSpec(
             "purge_login_attempts",
             3600,

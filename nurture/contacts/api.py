@@ -13,8 +13,9 @@ from nurture.api.auth import json_body, token_required
 from nurture.api.errors import ApiError
 from nurture.auth.models import Role
 from nurture.contacts.activity import ActivityError, record_activities, timeline
+from nurture.contacts.activity_import import import_activities
 from nurture.contacts.fields import ContactDataError
-from nurture.contacts.importer import ImportFileError, import_contacts
+from nurture.contacts.importer import ImportFileError, ImportReport, import_contacts
 from nurture.contacts.models import Contact, Lifecycle
 from nurture.contacts.store import find_by_email, list_contacts, update_contact, upsert_contact
 from nurture.events import Event
@@ -118,18 +119,31 @@ def contacts_import() -> ResponseReturnValue:
     except ImportFileError as exc:
         raise ApiError(422, "invalid_file", str(exc)) from None
     db_session().commit()
-    return jsonify(
-        {
-            "rows": report.rows,
-            "created": report.created,
-            "updated": report.updated,
-            "unchanged": report.unchanged,
-            "ignored_columns": report.ignored_columns,
-            "errors": [
-                {"line": e.line, "field": e.field, "message": e.message} for e in report.errors
-            ],
-        }
-    )
+    return jsonify(_report_json(report))
+
+
+def _report_json(report: ImportReport) -> dict[str, Any]:
+    return {
+        "rows": report.rows,
+        "created": report.created,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "ignored_columns": report.ignored_columns,
+        "errors": [{"line": e.line, "field": e.field, "message": e.message} for e in report.errors],
+    }
+
+
+@bp.post("/events/import")
+@token_required(*WRITERS)
+def events_import() -> ResponseReturnValue:
+    data, mapping = _import_upload()
+    try:
+        # The same source as the wizard and the CLI: one file's ids dedupe across all three.
+        report = import_activities(db_session(), data, mapping=mapping, now=now(), source="import")
+    except ImportFileError as exc:
+        raise ApiError(422, "invalid_file", str(exc)) from None
+    db_session().commit()
+    return jsonify(_report_json(report))
 
 
 @bp.get("/contacts")

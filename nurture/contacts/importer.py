@@ -113,7 +113,10 @@ def read_csv(data: bytes) -> tuple[list[str], Iterator[tuple[int, dict[str, str]
     try:
         delimiter = csv.Sniffer().sniff(sample, delimiters=";,\t").delimiter
     except csv.Error:
-        delimiter = ";"  # what German Excel writes
+        # The sniffer wants consistent rows; a file with one ragged row defeats it. The header
+        # line decides then (ties go to ';', what German Excel writes).
+        first_line = sample.split("\n", 1)[0]
+        delimiter = max(";,\t", key=first_line.count)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = [cell.strip() for cell in next(reader, [])]
     if not any(header):

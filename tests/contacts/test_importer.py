@@ -132,3 +132,12 @@ def test_errors_csv_neutralises_formulas_and_names_lines(session, clock) -> None
     assert lines[1].endswith(";kein-email;'=HYPERLINK(1);Bauer;Herr;;")
     assert [line.split(";")[0] for line in lines[1:]] == ["4", "6", "7", "8", "9"]
     assert lines[4].endswith(";emil@example.com;Emil;Groß;Herr;;X;zu viel")
+
+
+def test_a_comma_file_with_a_ragged_row_is_still_read_as_comma_separated(session, clock) -> None:  # type: ignore[no-untyped-def]
+    data = b"Email,Last name\nanna@example.com,Meyer\nbernd@example.com,Schulz,extra\n"
+    report = _import(session, clock, data)
+    assert report.created == 1
+    assert [(e.line, e.message) for e in report.errors] == [
+        (3, "the row has 3 cells, the header 2")
+    ]

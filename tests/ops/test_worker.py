@@ -25,6 +25,8 @@ def test_worker_registers_beats_and_marks_itself_stopped(app: Flask, clock: Froz
         assert {job.id for job in worker.scheduler.get_jobs()} == {
             "heartbeat",
             "outbox",
+            "imports",
+            "purge_import_jobs",
             "purge_login_attempts",
         }
         for job in worker.scheduler.get_jobs():
