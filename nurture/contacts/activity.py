@@ -29,9 +29,10 @@ ACTIVITY_TYPES: dict[str, dict[str, tuple[str, bool]]] = {
         "amount": ("money", True),
         "currency": ("currency", True),
     },
-    "call": {"text": ("text", True)},
-    "meeting": {"text": ("text", True)},
-    "note": {"text": ("text", True)},
+    # ``by``: who made the call or wrote the note (the UI passes the user's email).
+    "call": {"text": ("text", True), "by": ("text", False)},
+    "meeting": {"text": ("text", True), "by": ("text", False)},
+    "note": {"text": ("text", True), "by": ("text", False)},
 }
 
 

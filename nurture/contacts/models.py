@@ -74,6 +74,11 @@ class Contact(Base):
             postgresql_ops={"lower_company": "varchar_pattern_ops"},
         ),
         Index("ix_contacts_email_prefix", "email", postgresql_ops={"email": "varchar_pattern_ops"}),
+        # Keyset paging of the contacts list in each sort order (the pattern_ops indexes above
+        # serve prefix search only, not ORDER BY in the database's collation).
+        Index("ix_contacts_sort_last_name", func.lower(last_name), "id"),
+        Index("ix_contacts_sort_company", func.lower(company), "id"),
+        Index("ix_contacts_updated_at_id", "updated_at", "id"),
     )
 
     def __repr__(self) -> str:
