@@ -167,7 +167,8 @@ def fill_segment_data(db: Database, contacts: int) -> None:
                   language, company, industry, company_size, city, country, customer_number,
                   phone, mobile, website, linkedin, xing, tags, custom, lifecycle, source,
                   created_at, updated_at)
-                SELECT 'c' || g || '@kunde' || (g % 1000) || '.example', 'Anna', 'Müller' || (g % 500),
+                SELECT 'c' || g || '@kunde' || (g % 1000) || '.example', 'Anna',
+                  'Müller' || (g % 500),
                   CASE WHEN g % 2 = 0 THEN 'female' ELSE 'male' END, '', 'formal', 'de',
                   'Firma ' || (g % 5000), '', '', (ARRAY['Berlin','Köln','München'])[1 + g % 3],
                   'DE', NULL, '', '', '', '', '',
@@ -232,5 +233,3 @@ SIMPLE_SEGMENT = {
         {"event": "order", "op": "none_within_days", "days": 180},
     ],
 }
-
-
