@@ -38,6 +38,8 @@ from nurture.events import append_events
 # the problem. No header can be named so: NUL never passes decoding.
 RAGGED = "\x00ragged"
 SNIFF_CHARS = 8192
+# pg_advisory_xact_lock key of contact imports (any constant unique within nurture).
+IMPORT_LOCK = 0x6E75_7274_0001
 # custom and owner_id are not text; source is the import's own ``source`` argument.
 IMPORTABLE = WRITABLE - {"custom", "owner_id", "source"}
 # Normalised header (lower case, letters and digits only) → contact field.
@@ -522,12 +524,17 @@ class _Batch:
 def _pg_array_type(column: Any) -> str:
     if column.foreign_keys:  # typed by the referenced column, not yet resolved at import time
         return "bigint[]"
+    kind = getattr(column.type, "impl", column.type)  # TypeDecorators (UtcDateTime) by impl
     try:
-        python_type = column.type.python_type
+        python_type = kind.python_type
     except NotImplementedError:
         python_type = str
+    if python_type is datetime:
+        return "timestamptz[]"
     if python_type is date:
         return "date[]"
+    if python_type is bool:
+        return "boolean[]"
     if python_type is int:
         return "bigint[]"
     # JSON travels as text and is cast per row; enums are VARCHAR with a CHECK.
@@ -543,10 +550,15 @@ def _hold_transaction(session: Session) -> None:
     # IMMEDIATE takes the write lock now: two imports that both read first and then both try to
     # write would otherwise deadlock, and SQLite answers that with "database is locked" at once
     # instead of waiting out the busy timeout.
+    # On PostgreSQL, imports take turns per transaction: two imports of overlapping files that
+    # each hold the keys they inserted until commit would otherwise deadlock on each other's
+    # unique-index entries. Worker imports commit per batch, so they interleave batch by batch.
     connection = session.connection()
     driver = connection.connection.dbapi_connection
     if connection.dialect.name == "sqlite" and not getattr(driver, "in_transaction", True):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+    elif connection.dialect.name == "postgresql":
+        connection.execute(select(func.pg_advisory_xact_lock(IMPORT_LOCK)))
 
 
 def import_contacts(

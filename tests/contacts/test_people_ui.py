@@ -184,7 +184,7 @@ def test_the_count_stops_at_a_thousand(client: FlaskClient, session, clock) -> N
     _as(client, session, clock, Role.MARKETER)
     _bulk(session, clock, 1001)
     assert "1,000+ contacts" in _text(client.get("/contacts"))
-    assert "1.000+ contacts" in _text(client.get("/contacts", headers={"Accept-Language": "de"}))
+    assert "1.000+ Kontakte" in _text(client.get("/contacts", headers={"Accept-Language": "de"}))
     assert "1,000+ contacts match" in _text(client.get("/contacts?q=bulk"))
 
 
