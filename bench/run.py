@@ -26,7 +26,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +34,10 @@ sys.path.insert(0, str(ROOT))
 
 from nurture.clock import SystemClock  # noqa: E402
 from nurture.config import load_settings, parse_smtp_url  # noqa: E402
+from nurture.consent.ledger import Origin, record  # noqa: E402
+from nurture.consent.models import Action, Topic, TopicKind  # noqa: E402
+from nurture.contacts.importer import import_contacts  # noqa: E402
+from nurture.contacts.models import Contact  # noqa: E402
 from nurture.db import Database  # noqa: E402
 from nurture.mail import outbox  # noqa: E402
 from nurture.mail.delivery import Deliverer  # noqa: E402
@@ -145,6 +149,7 @@ def bench_e2e(port: int, database_url: str) -> float:
             )
             version = latest_version(session, template.id)
             assert version is not None
+            contact_ids = _subscribers(session, state.clock.now())
             for i in range(N):
                 outbox.enqueue(
                     session,
@@ -154,6 +159,8 @@ def bench_e2e(port: int, database_url: str) -> float:
                     to_name=f"Anna {i}",
                     context=_context(i),
                     template_version_id=version.id,
+                    contact_id=contact_ids[i],
+                    topic="news",
                     now=state.clock.now(),
                 )
             worker_id = register_worker(session, mode="bench", now=state.clock.now()).id
@@ -168,6 +175,32 @@ def bench_e2e(port: int, database_url: str) -> float:
         assert report.sent == N, report
         state.close()
         return N / elapsed
+
+
+def _subscribers(session, now: datetime) -> list[int]:  # type: ignore[no-untyped-def]
+    """N contacts with a confirmed consent for "news": the send gate lets their mail through."""
+    rows = "".join(f"k{i}@kunde.example;Anna {i}\r\n" for i in range(N))
+    import_contacts(
+        session, ("E-Mail;Nachname\r\n" + rows).encode(), mapping=None, now=now, source="bench"
+    )
+    topic = Topic(slug="news", name="News", kind=TopicKind.MARKETING, created_at=now)
+    session.add(topic)
+    session.flush()
+    ids = [
+        session.scalar(select(Contact.id).where(Contact.email == f"k{i}@kunde.example"))
+        for i in range(N)
+    ]
+    origin = Origin(source="bench")
+    for contact_id in ids:
+        record(
+            session,
+            contact_id=contact_id,
+            topic=topic,
+            action=Action.CONFIRMED,
+            origin=origin,
+            now=now,
+        )
+    return ids
 
 
 def bench_render() -> tuple[float, float]:

@@ -5,6 +5,8 @@ This is the only module that reads ``os.environ``. Everything else receives a ``
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from collections.abc import Mapping
@@ -77,6 +79,18 @@ class Settings:
     smtp_rate_per_minute: int = 0
     smtp_rate_per_hour: int = 0
     smtp_domain_rate_per_minute: int = 0
+    # Consent. A confirmation link lives this long (at most 30 days); a consent with no sign of
+    # life for this many months no longer carries marketing mail (courts have treated long
+    # silence as lapsed consent).
+    optin_expiry_days: int = 7
+    consent_dormancy_months: int = 24
+    # Keys the suppression list's address hashes. Outside the database by design, and separate
+    # from the secret key so rotating that does not forget who objected.
+    suppression_secret: str = field(default="", repr=False)
+    # Sign-ups per IP address per hour through forms and the API (bots), and confirmation
+    # mails per address per day (no confirmation storm on a re-request).
+    signup_rate_per_ip_hour: int = 20
+    optin_mails_per_address_day: int = 3
     testing: bool = False
 
     @property
@@ -154,6 +168,16 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
     return value
+
+
+def _suppression_secret(env: Mapping[str, str], secret_key: str) -> str:
+    explicit = env.get("NURTURE_SUPPRESSION_SECRET", "")
+    if explicit:
+        if len(explicit) < 32:
+            raise ConfigError("NURTURE_SUPPRESSION_SECRET must be at least 32 characters")
+        return explicit
+    # Derived, not equal: a leaked hash list must not help anyone guess the session secret.
+    return hmac.new(secret_key.encode(), b"nurture.suppression", hashlib.sha256).hexdigest()
 
 
 def _embedded_secret(instance_path: Path) -> str:
@@ -246,6 +270,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if dkim_key and not Path(dkim_key).is_file():
         raise ConfigError(f"NURTURE_DKIM_KEY_FILE {dkim_key!r} does not exist")
 
+    optin_expiry_days = _int(env, "NURTURE_OPTIN_EXPIRY_DAYS", 7)
+    if optin_expiry_days > 30:
+        raise ConfigError(f"NURTURE_OPTIN_EXPIRY_DAYS must be at most 30, got {optin_expiry_days}")
     return Settings(
         env=mode,
         instance_path=instance_path,
@@ -279,4 +306,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         smtp_rate_per_minute=_int(env, "NURTURE_SMTP_RATE_PER_MINUTE", 0, 0),
         smtp_rate_per_hour=_int(env, "NURTURE_SMTP_RATE_PER_HOUR", 0, 0),
         smtp_domain_rate_per_minute=_int(env, "NURTURE_SMTP_DOMAIN_RATE_PER_MINUTE", 0, 0),
+        optin_expiry_days=optin_expiry_days,
+        consent_dormancy_months=_int(env, "NURTURE_CONSENT_DORMANCY_MONTHS", 24),
+        suppression_secret=_suppression_secret(env, secret_key),
+        signup_rate_per_ip_hour=_int(env, "NURTURE_SIGNUP_RATE_PER_IP_HOUR", 20),
+        optin_mails_per_address_day=_int(env, "NURTURE_OPTIN_MAILS_PER_ADDRESS_DAY", 3),
     )

@@ -1,6 +1,16 @@
 """Imports every domain's models so ``Base.metadata`` is complete (Alembic, drift test)."""
 
 from nurture.auth.models import ApiToken, LoginAttempt, User
+from nurture.consent.models import (
+    Consent,
+    ConsentEntry,
+    ConsentRequest,
+    ConsentText,
+    SignupAttempt,
+    SignupForm,
+    Suppression,
+    Topic,
+)
 from nurture.contacts.models import Contact, CustomField, DuplicateDismissal, ImportJob, Segment
 from nurture.db import Base
 from nurture.events import Event
@@ -16,6 +26,10 @@ __all__ = [
     "ApiToken",
     "Base",
     "CapturedMail",
+    "Consent",
+    "ConsentEntry",
+    "ConsentRequest",
+    "ConsentText",
     "Contact",
     "CustomField",
     "DuplicateDismissal",
@@ -25,7 +39,11 @@ __all__ = [
     "LoginAttempt",
     "Message",
     "Segment",
+    "SignupAttempt",
+    "SignupForm",
+    "Suppression",
     "TemplateVersion",
+    "Topic",
     "User",
     "WorkerHeartbeat",
 ]

@@ -56,6 +56,10 @@ class Contact(Base):
     )
     lifecycle: Mapped[Lifecycle] = mapped_column(checked_enum(Lifecycle, "lifecycle"))
     source: Mapped[str] = mapped_column(String(100), default="")
+    # Set by the recipient in the preference centre: at most this many marketing mails per
+    # week, and none before this time.
+    max_mails_per_week: Mapped[int | None] = mapped_column(nullable=True)
+    paused_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 

@@ -1,8 +1,9 @@
 """The send gate: checks that must pass before a message is queued and again before it is sent.
 
-Each check is a small function returning a refusal reason or None. The consent domain
-registers its checks (consent for the topic, suppression, dormancy, frequency cap) here; the
-outbox runs them all right before a message goes on the wire.
+The consent rules (nurture/consent/gate.py: consent for the topic, suppression, dormancy,
+pause and weekly cap) always run first; later domains add checks of their own (send windows,
+throttles) with ``register_gate_check``. The outbox runs them right before a message goes on
+the wire.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from nurture.config import Settings
+from nurture.consent import gate as consent_gate
 from nurture.mail.models import Message
 
-GateCheck = Callable[[Session, Message, datetime], str | None]
+GateCheck = Callable[[Session, Message, datetime, Settings], str | None]
 _CHECKS: list[GateCheck] = []
 
 
@@ -29,10 +32,10 @@ def gate_checks() -> tuple[GateCheck, ...]:
     return tuple(_CHECKS)
 
 
-def refusal(session: Session, message: Message, now: datetime) -> str | None:
+def refusal(session: Session, message: Message, now: datetime, settings: Settings) -> str | None:
     """The first check's refusal reason, or None when the message may go."""
-    for check in _CHECKS:
-        reason = check(session, message, now)
+    for check in (consent_gate.check, *_CHECKS):
+        reason = check(session, message, now, settings)
         if reason:
             return reason
     return None

@@ -20,6 +20,7 @@ from nurture.mail.models import Message, MessageState, Purpose
 from nurture.mail.templates import TemplateDraft, create_template, latest_version
 from nurture.ops.models import WorkerHeartbeat
 from tests.conftest import SECRET
+from tests.factories import make_subscriber
 from tests.mail.conftest import SinkHandler, free_port
 
 pytestmark = pytest.mark.slow
@@ -61,6 +62,8 @@ def test_sigkilled_worker_never_causes_a_duplicate(app, backend, database_url, t
                 to_name=f"Kunde {i}",
                 context={"contact": {"first_name": f"K{i}"}, "salutation": "Hallo"},
                 template_version_id=version.id,
+                contact_id=make_subscriber(session, clock, email=f"kunde{i}@kunde.example").id,
+                topic="news",
                 now=clock.now(),
             )
 

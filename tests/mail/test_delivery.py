@@ -24,7 +24,7 @@ from nurture.mail.models import CapturedMail, Message, MessageState, Purpose
 from nurture.mail.templates import TemplateDraft, create_template, latest_version
 from nurture.mail.transports import CaptureTransport, SmtpTransport
 from nurture.ops.heartbeat import register_worker
-from tests.factories import make_contact
+from tests.factories import make_subscriber
 from tests.mail.conftest import SmtpSink
 
 DRAFT = TemplateDraft(
@@ -82,7 +82,8 @@ def _queue(session: Session, clock: FrozenClock, app, n: int = 1, prefix: str = 
                 "salutation": "Sehr geehrte Frau Dr. Müller",
             },
             template_version_id=version.id,
-            contact_id=make_contact(session, clock).id,
+            contact_id=make_subscriber(session, clock, email=f"{prefix}{i}@kunde.example").id,
+            topic="news",
             now=clock.now(),
         )
         messages.append(message)
@@ -176,7 +177,7 @@ def test_refusals_and_rejections_are_recorded(app, session, clock, smtp_sink) ->
     hard_row.to_addr = "hard-gone@kunde.example"
     session.commit()
 
-    def no_consent(_session, message, _now):  # type: ignore[no-untyped-def]
+    def no_consent(_session, message, _now, _settings):  # type: ignore[no-untyped-def]
         return "no_consent" if message.id == blocked else None
 
     register_gate_check(no_consent)

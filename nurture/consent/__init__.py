@@ -1,0 +1,1 @@
+"""Consent: double opt-in, the ledger, preferences, unsubscribe, suppression, GDPR rights."""

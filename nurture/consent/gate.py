@@ -1,0 +1,142 @@
+"""The send gate for marketing mail: a pure policy over facts, and the query that gathers them.
+
+A marketing message may be queued and sent only if its contact has a valid basis for the
+message's topic — a confirmed, unwithdrawn consent, or the existing-customer exception of
+§7(3) UWG for a topic of the sender's own similar products — is not suppressed, has shown a sign
+of life within the dormancy limit, and has not paused mail or reached the weekly cap they set.
+Transactional mail (the opt-in confirmation itself) passes by its own rule: only suppression
+stops it. Test mails go to the marketer and pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from nurture.config import Settings
+from nurture.consent.models import Consent, ConsentState, Topic, TopicKind
+from nurture.consent.suppression import is_suppressed
+from nurture.contacts.models import Contact
+from nurture.events import Event
+from nurture.mail.models import Message, MessageState, Purpose
+
+# Behaviour that shows a person still wants to hear from us.
+SIGNS_OF_LIFE = ("opened", "clicked", "replied", "order", "call", "meeting")
+
+# Refusal reasons, recorded on the message and as an event.
+SUPPRESSED = "suppressed"
+NO_CONTACT = "no_contact"
+NO_TOPIC = "no_topic"
+NO_CONSENT = "no_consent"
+DORMANT = "consent_dormant"
+PAUSED = "paused"
+FREQUENCY_CAP = "frequency_cap"
+
+
+@dataclass(frozen=True)
+class GateFacts:
+    purpose: Purpose
+    suppressed: bool
+    has_contact: bool = True
+    topic: Topic | None = None
+    state: ConsentState | None = None
+    granted_at: datetime | None = None
+    last_sign_of_life: datetime | None = None
+    paused_until: datetime | None = None
+    max_per_week: int | None = None
+    sent_last_week: int = 0
+
+
+def months_before(moment: datetime, months: int) -> datetime:
+    """The same day ``months`` earlier (the month's last day when it is shorter)."""
+    month_index = moment.year * 12 + moment.month - 1 - months
+    year, month = divmod(month_index, 12)
+    month += 1
+    for day in range(moment.day, 0, -1):
+        try:
+            return moment.replace(year=year, month=month, day=day)
+        except ValueError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def decide(facts: GateFacts, *, now: datetime, dormancy_months: int) -> str | None:
+    """The refusal reason, or None when the message may go. Pure: no I/O."""
+    if facts.purpose is Purpose.TEST:
+        return None
+    if facts.suppressed:
+        return SUPPRESSED
+    if facts.purpose is Purpose.TRANSACTIONAL:
+        return None
+    if not facts.has_contact:
+        return NO_CONTACT
+    if facts.topic is None or facts.topic.kind is not TopicKind.MARKETING:
+        return NO_TOPIC
+    basis = facts.state is ConsentState.GRANTED or (
+        facts.state is ConsentState.EXISTING_CUSTOMER and facts.topic.own_similar_products
+    )
+    if not basis or facts.granted_at is None:
+        return NO_CONSENT
+    alive = max(d for d in (facts.granted_at, facts.last_sign_of_life) if d is not None)
+    if alive < months_before(now, dormancy_months):
+        return DORMANT
+    if facts.paused_until is not None and facts.paused_until > now:
+        return PAUSED
+    if facts.max_per_week is not None and facts.sent_last_week >= facts.max_per_week:
+        return FREQUENCY_CAP
+    return None
+
+
+def gather(session: Session, message: Message, now: datetime, settings: Settings) -> GateFacts:
+    """The facts ``decide`` needs about one message, from the database."""
+    purpose = Purpose(message.purpose)
+    suppressed = is_suppressed(session, secret=settings.suppression_secret, email=message.to_addr)
+    if purpose is not Purpose.MARKETING or suppressed:
+        return GateFacts(purpose=purpose, suppressed=suppressed)
+    contact = session.get(Contact, message.contact_id) if message.contact_id else None
+    if contact is None:
+        return GateFacts(purpose=purpose, suppressed=False, has_contact=False)
+    topic = (
+        session.scalar(select(Topic).where(Topic.slug == message.topic)) if message.topic else None
+    )
+    consent = session.get(Consent, (contact.id, topic.id)) if topic is not None else None
+    last_sign = session.scalar(
+        select(func.max(Event.occurred_at)).where(
+            Event.contact_id == contact.id, Event.type.in_(SIGNS_OF_LIFE)
+        )
+    )
+    sent = 0
+    if contact.max_mails_per_week is not None:
+        sent = (
+            session.scalar(
+                select(func.count())
+                .select_from(Message)
+                .where(
+                    Message.contact_id == contact.id,
+                    Message.purpose == Purpose.MARKETING,
+                    Message.state == MessageState.SENT,
+                    Message.sent_at > now - timedelta(days=7),
+                )
+            )
+            or 0
+        )
+    return GateFacts(
+        purpose=purpose,
+        suppressed=False,
+        topic=topic,
+        state=consent.state if consent is not None else None,
+        granted_at=consent.granted_at if consent is not None else None,
+        last_sign_of_life=last_sign,
+        paused_until=contact.paused_until,
+        max_per_week=contact.max_mails_per_week,
+        sent_last_week=sent,
+    )
+
+
+def check(session: Session, message: Message, now: datetime, settings: Settings) -> str | None:
+    """The gate check the outbox runs before queueing and again right before sending."""
+    facts = gather(session, message, now, settings)
+    return decide(facts, now=now, dormancy_months=settings.consent_dormancy_months)
