@@ -58,6 +58,8 @@ def _init_extensions(app: Flask) -> None:
 def _register_blueprints(app: Flask) -> None:
     from nurture.api import bp as api_bp
     from nurture.auth.views import bp as auth_bp
+    from nurture.consent.public import bp as public_bp
+    from nurture.consent.ui import bp as consent_bp
     from nurture.contacts.ui import bp as contacts_bp
     from nurture.mail.views import bp as mail_bp
     from nurture.ops.views import bp as ops_bp
@@ -71,6 +73,8 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_bp)
     app.register_blueprint(mail_bp)
     app.register_blueprint(contacts_bp)
+    app.register_blueprint(consent_bp)
+    app.register_blueprint(public_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(ops_bp)
     register_error_handlers(app)

@@ -298,6 +298,7 @@ def contacts_import(
                 now=state.clock.now(),
                 source=source,
                 on_batch=lambda report: bar.update(report.rows - bar.pos),
+                suppression_secret=state.settings.suppression_secret,
             )
     except ImportFileError as exc:
         click.echo(f"nothing imported: {exc}", err=True)

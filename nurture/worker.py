@@ -22,6 +22,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from nurture.auth.login import purge_login_attempts
+from nurture.consent.optin import expire_requests
+from nurture.consent.signup_forms import purge_attempts
 from nurture.contacts.import_jobs import purge_old_jobs, run_pending
 from nurture.mail.delivery import Deliverer
 from nurture.ops.heartbeat import beat, mark_stopped, record_job_run, register_worker
@@ -63,7 +65,17 @@ def _deliver(ctx: JobContext) -> object:
 def _imports(ctx: JobContext) -> object:
     # Imports commit per batch on sessions of their own, like the outbox; the budget bounds
     # how many jobs one run starts, so the scheduler's other jobs get their turn.
-    return run_pending(ctx.state.db, now_fn=ctx.state.clock.now, budget_seconds=IMPORTS_BUDGET)
+    return run_pending(
+        ctx.state.db,
+        now_fn=ctx.state.clock.now,
+        budget_seconds=IMPORTS_BUDGET,
+        suppression_secret=ctx.state.settings.suppression_secret,
+    )
+
+
+def _expire_optin(ctx: JobContext) -> object:
+    purge_attempts(ctx.session, now=ctx.now)
+    return expire_requests(ctx.session, now=ctx.now)
 
 
 def job_specs(state: Nurture) -> list[JobSpec]:
@@ -77,6 +89,8 @@ def job_specs(state: Nurture) -> list[JobSpec]:
             3600,
             lambda ctx: purge_login_attempts(ctx.session, now=ctx.now),
         ),
+        # Unconfirmed sign-ups die after their link (ledger "expired"); rate-limit hits after a day.
+        JobSpec("expire_optin_requests", 3600, _expire_optin),
     ]
 
 

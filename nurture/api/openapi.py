@@ -145,6 +145,7 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     parameters=[contact_id],
                     requestBody={"required": True, "content": _json("ContactInput")},
                 ),
+                "delete": _erase_op(contact_id),
             },
             "/contacts/import": {
                 "post": _op(
@@ -279,6 +280,9 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                 ),
             },
             **_segment_paths(),
+            **_subscription_paths(),
+            **_unsubscribe_paths(contact_id),
+            **_consent_admin_paths(contact_id),
             "/tokens/{token_id}": {
                 "delete": _op(
                     "Revoke one of the caller's tokens",
@@ -513,6 +517,9 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     },
                 },
                 **_segment_schemas(),
+                **_subscription_schemas(),
+                **_unsubscribe_schemas(),
+                **_consent_admin_schemas(),
                 "NewToken": {
                     "allOf": [
                         {"$ref": "#/components/schemas/Token"},
@@ -692,6 +699,456 @@ def _segment_schemas() -> dict[str, Any]:
                     },
                 },
                 "next_after": {"type": ["integer", "null"]},
+            },
+        },
+    }
+
+
+# -- unsubscribe (nurture/consent/api_unsubscribe.py) --------------------------------------------
+
+
+def _unsubscribe_paths(contact_id: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "/contacts/{contact_id}/unsubscribe": {
+            "post": _op(
+                "Unsubscribe a contact from everything (an objection passed on by your systems)",
+                {
+                    "200": {"description": "Unsubscribed", "content": _json("Unsubscribed")},
+                    "400": ERROR,
+                    "403": ERROR,
+                    "404": ERROR,
+                    "415": ERROR,
+                    "422": ERROR,
+                },
+                description=(
+                    "Withdraws every consent of the contact (marketing topics and tracking; the "
+                    "existing-customer basis is recorded as an objection, which ends it for "
+                    "good) and puts the address on the suppression list, effective before the "
+                    "next send. Idempotent: a repeat answers 200 with changed false and records "
+                    "nothing. The body is optional. Admins and marketers only."
+                ),
+                parameters=[contact_id],
+                requestBody={"required": False, "content": _json("UnsubscribeInput")},
+            )
+        }
+    }
+
+
+def _unsubscribe_schemas() -> dict[str, Any]:
+    return {
+        "UnsubscribeInput": {
+            "type": "object",
+            "properties": {
+                "reason": {
+                    "type": "string",
+                    "maxLength": 500,
+                    "description": "why the person left, as they said it (optional)",
+                }
+            },
+        },
+        "Unsubscribed": {
+            "type": "object",
+            "properties": {
+                "contact_id": {"type": "integer"},
+                "suppressed": {"type": "boolean", "const": True},
+                "changed": {
+                    "type": "boolean",
+                    "description": "false when the contact was unsubscribed already",
+                },
+                "withdrawn": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "slugs of the topics ended by this call",
+                },
+                "consents": {
+                    "type": "object",
+                    "description": "current state per topic slug",
+                    "additionalProperties": {
+                        "type": "object",
+                        "properties": {
+                            "state": {
+                                "type": "string",
+                                "enum": [
+                                    "pending",
+                                    "granted",
+                                    "existing_customer",
+                                    "none",
+                                    "objected",
+                                ],
+                            },
+                            "since": {"type": "string", "format": "date-time"},
+                        },
+                    },
+                },
+            },
+        },
+    }
+
+
+# -- double opt-in (nurture/consent/api_subscriptions.py) ----------------------------------------
+
+SIGNUP_CONTACT_FIELDS = (
+    "first_name",
+    "last_name",
+    "title",
+    "company",
+    "city",
+    "country",
+    "phone",
+    "mobile",
+    "website",
+)
+
+
+def _subscription_paths() -> dict[str, Any]:
+    return {
+        "/subscriptions": {
+            "post": _op(
+                "Sign a person up by double opt-in: the confirmation mail goes out at once, and "
+                "consent exists only once they press the button on the page its link opens",
+                {
+                    "202": {
+                        "description": (
+                            "Accepted. status pending: a confirmation is waiting (request_id; "
+                            "null if none could be named); already_confirmed: every topic is "
+                            "granted, no mail was sent"
+                        ),
+                        "content": _json("Subscription"),
+                    },
+                    "400": ERROR,
+                    "403": ERROR,
+                    "409": ERROR,
+                    "415": ERROR,
+                    "422": ERROR,
+                    "429": {
+                        "description": "Too many sign-ups from this ip; see Retry-After",
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                        "content": _json("Error"),
+                    },
+                },
+                requestBody={"required": True, "content": _json("SubscriptionInput")},
+            )
+        }
+    }
+
+
+def _subscription_schemas() -> dict[str, Any]:
+    return {
+        "SubscriptionInput": {
+            "type": "object",
+            "required": ["email", "topics", "consent_text"],
+            "description": (
+                "Contact fields only fill gaps of an existing contact, never overwrite. A "
+                "suppressed address is refused (409). Unknown fields are refused (422)."
+            ),
+            "properties": {
+                "email": {"type": "string", "format": "email"},
+                **{name: {"type": "string"} for name in SIGNUP_CONTACT_FIELDS},
+                "gender": {"type": "string", "enum": ["female", "male", "diverse", "unknown"]},
+                "formality": {"type": "string", "enum": ["formal", "informal"]},
+                "language": {
+                    "type": "string",
+                    "enum": ["de", "en"],
+                    "description": "of the consent text and the confirmation mail; default de",
+                },
+                "topics": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "minItems": 1,
+                    "description": "topic slugs (GET /topics)",
+                },
+                "consent_text": {
+                    "type": "string",
+                    "description": "the exact wording the person saw; stored with its hash",
+                },
+                "source": {
+                    "type": "string",
+                    "maxLength": 100,
+                    "description": "where on your site, e.g. footer-newsletter",
+                },
+                "ip": {"type": "string", "description": "the subscriber's IPv4 or IPv6 address"},
+                "user_agent": {"type": "string", "description": "the subscriber's browser"},
+                "tracking": {
+                    "type": "boolean",
+                    "description": "the person also agreed to open and click tracking",
+                },
+            },
+        },
+        "Subscription": {
+            "type": "object",
+            "properties": {
+                "request_id": {"type": ["integer", "null"]},
+                "status": {"type": "string", "enum": ["pending", "already_confirmed"]},
+            },
+        },
+    }
+
+
+# -- topics, consents, suppressions, export, erasure (nurture/consent/api_consents.py) ------------
+
+
+def _erase_op(contact_id: dict[str, Any]) -> dict[str, Any]:
+    return _op(
+        "Erase a contact (GDPR Art. 17; admins only)",
+        {
+            "200": {"description": "Erased", "content": _json("Erasure")},
+            "403": ERROR,
+            "404": ERROR,
+        },
+        description=(
+            "Puts the address on the suppression list (reason erased, as a keyed hash, so it is "
+            "never mailed, imported or subscribed again), records an erased entry per topic in "
+            "the consent ledger, blanks the ledger's IP, user agent, source details and "
+            "evidence, empties the payloads of the contact's events (the rows stay, anonymous), "
+            "cancels unsent mail and replaces address, name, subject and context of the "
+            "contact's outbox rows, deletes pending opt-in requests, then the contact. The "
+            "erasure is logged as a contact_erased event with the contact id and the user."
+        ),
+        parameters=[contact_id],
+    )
+
+
+def _consent_admin_paths(contact_id: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "/topics": {
+            "get": _op(
+                "The topics a contact can consent to (marketing first, then tracking)",
+                {"200": {"description": "Topics", "content": _json("TopicList")}},
+            ),
+            "post": _op(
+                "Create a topic (admins only); its slug never changes",
+                {
+                    "201": {"description": "Created", "content": _json("Topic")},
+                    "400": ERROR,
+                    "403": ERROR,
+                    "415": ERROR,
+                    "422": ERROR,
+                },
+                requestBody={"required": True, "content": _json("TopicInput")},
+            ),
+        },
+        "/contacts/{contact_id}/consents": {
+            "get": _op(
+                "The contact's consent ledger (oldest first) and current state per topic",
+                {
+                    "200": {"description": "Ledger and states", "content": _json("Consents")},
+                    "404": ERROR,
+                },
+                parameters=[contact_id],
+            )
+        },
+        "/contacts/{contact_id}/export": {
+            "get": _op(
+                "Everything stored about the contact (GDPR Art. 15/20; admins and marketers)",
+                {
+                    "200": {"description": "The export", "content": _json("ContactExport")},
+                    "403": ERROR,
+                    "404": ERROR,
+                },
+                parameters=[contact_id],
+            )
+        },
+        "/suppressions": {
+            "get": _op(
+                "The suppression list: keyed hashes and reasons, never addresses (keyset paging)",
+                {
+                    "200": {"description": "A page", "content": _json("SuppressionList")},
+                    "400": ERROR,
+                    "403": ERROR,
+                },
+                description=(
+                    "address_hash is HMAC-SHA256 of the normalised address under a secret kept "
+                    "outside the database. Admins and marketers only."
+                ),
+                parameters=[
+                    _query(
+                        "reason", "string", "unsubscribed, hard_bounce, complaint, manual, erased"
+                    ),
+                    _query("after", "integer", "id of the last entry of the previous page"),
+                    _query("limit", "integer", "1 to 1000, default 100"),
+                ],
+            )
+        },
+    }
+
+
+def _consent_admin_schemas() -> dict[str, Any]:
+    when = {"type": "string", "format": "date-time"}
+    nullable_when = {"type": ["string", "null"], "format": "date-time"}
+    nullable_text = {"type": ["string", "null"]}
+    states = {
+        "type": "object",
+        "description": "per topic slug; topics the contact never had are left out",
+        "additionalProperties": {
+            "type": "object",
+            "properties": {
+                "state": {
+                    "type": "string",
+                    "enum": ["pending", "granted", "existing_customer", "none", "objected"],
+                },
+                "since": when,
+                "granted_at": nullable_when,
+            },
+        },
+    }
+    entry = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "topic": {"type": "string", "description": "the topic's slug"},
+            "action": {
+                "type": "string",
+                "enum": [
+                    "requested",
+                    "confirmed",
+                    "reconfirmed",
+                    "imported",
+                    "existing_customer",
+                    "withdrawn",
+                    "objected",
+                    "expired",
+                    "erased",
+                ],
+            },
+            "at": {**when, "description": "UTC, to the second"},
+            "source": {"type": "string"},
+            "ip": nullable_text,
+            "user_agent": nullable_text,
+            "text_hash": {
+                "type": ["string", "null"],
+                "description": "SHA-256 of the exact consent text shown",
+            },
+            "request_id": {"type": ["integer", "null"]},
+            "mail_message_id": {
+                "type": ["string", "null"],
+                "description": "Message-ID header of the confirmation mail",
+            },
+            "evidence": {"type": "object"},
+        },
+    }
+    return {
+        "TopicInput": {
+            "type": "object",
+            "required": ["name", "slug"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                "slug": {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,63}$"},
+                "kind": {
+                    "type": "string",
+                    "enum": ["marketing", "tracking"],
+                    "default": "marketing",
+                },
+                "own_similar_products": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "the existing-customer exception (§7(3) UWG) may apply",
+                },
+                "description": {"type": "string", "maxLength": 2000},
+            },
+        },
+        "Topic": {
+            "allOf": [
+                {"$ref": "#/components/schemas/TopicInput"},
+                {
+                    "type": "object",
+                    "properties": {"id": {"type": "integer"}, "created_at": when},
+                },
+            ]
+        },
+        "TopicList": {
+            "type": "object",
+            "properties": {
+                "items": {"type": "array", "items": {"$ref": "#/components/schemas/Topic"}}
+            },
+        },
+        "ConsentEntry": entry,
+        "Consents": {
+            "type": "object",
+            "properties": {
+                "contact_id": {"type": "integer"},
+                "ledger": {"type": "array", "items": {"$ref": "#/components/schemas/ConsentEntry"}},
+                "current": states,
+            },
+        },
+        "SuppressionList": {
+            "type": "object",
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "integer"},
+                            "address_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                            "reason": {
+                                "type": "string",
+                                "enum": [
+                                    "unsubscribed",
+                                    "hard_bounce",
+                                    "complaint",
+                                    "manual",
+                                    "erased",
+                                ],
+                            },
+                            "created_at": when,
+                        },
+                    },
+                },
+                "next_after": {"type": ["integer", "null"]},
+            },
+        },
+        "ContactExport": {
+            "type": "object",
+            "description": (
+                "format nurture.contact-export/1: contact (every field), custom_fields (key → "
+                "label and value), consent (ledger with the exact texts, current states), events "
+                "(with payloads), messages (to, subject, state, times, Message-ID), suppression"
+            ),
+            "properties": {
+                "format": {"type": "string"},
+                "exported_at": when,
+                "contact": {"type": "object"},
+                "custom_fields": {"type": "object"},
+                "consent": {
+                    "type": "object",
+                    "properties": {
+                        "ledger": {
+                            "type": "array",
+                            "items": {
+                                "allOf": [
+                                    {"$ref": "#/components/schemas/ConsentEntry"},
+                                    {
+                                        "type": "object",
+                                        "properties": {"text": {"type": ["object", "null"]}},
+                                    },
+                                ]
+                            },
+                        },
+                        "current": states,
+                    },
+                },
+                "events": {"type": "array", "items": {"type": "object"}},
+                "messages": {"type": "array", "items": {"type": "object"}},
+                "suppression": {
+                    "type": "object",
+                    "properties": {
+                        "suppressed": {"type": "boolean"},
+                        "reason": nullable_text,
+                        "since": nullable_when,
+                    },
+                },
+            },
+        },
+        "Erasure": {
+            "type": "object",
+            "properties": {
+                "contact_id": {"type": "integer"},
+                "erased_at": when,
+                "suppressed": {"type": "boolean", "const": True},
+                "ledger_entries_blanked": {"type": "integer"},
+                "erasure_entries": {"type": "integer"},
+                "events_emptied": {"type": "integer"},
+                "messages_anonymised": {"type": "integer"},
             },
         },
     }

@@ -12,6 +12,7 @@ from nurture.api import bp
 from nurture.api.auth import json_body, token_required
 from nurture.api.errors import ApiError
 from nurture.auth.models import Role
+from nurture.consent.suppression import SuppressedAddress, refuse_new_suppressed
 from nurture.contacts.activity import ActivityError, record_activities, timeline
 from nurture.contacts.activity_import import import_activities
 from nurture.contacts.fields import ContactDataError
@@ -19,7 +20,7 @@ from nurture.contacts.importer import ImportFileError, ImportReport, import_cont
 from nurture.contacts.models import Contact, Lifecycle
 from nurture.contacts.store import find_by_email, list_contacts, update_contact, upsert_contact
 from nurture.events import Event
-from nurture.web.context import db_session, now
+from nurture.web.context import db_session, now, settings
 
 WRITERS = (Role.ADMIN, Role.MARKETER)
 FIELDS = (
@@ -76,7 +77,17 @@ def contacts_upsert() -> ResponseReturnValue:
     body = json_body()
     source = body.pop("source", None) or "api"
     try:
+        if isinstance(body.get("email"), str):
+            number = body.get("customer_number")
+            refuse_new_suppressed(
+                db_session(),
+                secret=settings().suppression_secret,
+                email=body["email"],
+                customer_number=number if isinstance(number, str) else None,
+            )
         contact, created = upsert_contact(db_session(), body, now=now(), source=str(source))
+    except SuppressedAddress as exc:
+        raise ApiError(422, "suppressed", str(exc), {"email": str(exc)}) from None
     except ContactDataError as exc:
         raise _invalid(exc) from None
     db_session().commit()
@@ -115,7 +126,14 @@ def _import_upload() -> tuple[bytes, dict[str, str] | None]:
 def contacts_import() -> ResponseReturnValue:
     data, mapping = _import_upload()
     try:
-        report = import_contacts(db_session(), data, mapping=mapping, now=now(), source="import")
+        report = import_contacts(
+            db_session(),
+            data,
+            mapping=mapping,
+            now=now(),
+            source="import",
+            suppression_secret=settings().suppression_secret,
+        )
     except ImportFileError as exc:
         raise ApiError(422, "invalid_file", str(exc)) from None
     db_session().commit()

@@ -321,10 +321,23 @@ def _counts(report: ImportReport) -> dict[str, int]:
     }
 
 
-def _import(session: Session, job: ImportJob, *, now: datetime, on_batch: Any) -> ImportReport:
+def _import(
+    session: Session,
+    job: ImportJob,
+    *,
+    now: datetime,
+    on_batch: Any,
+    suppression_secret: str | None = None,
+) -> ImportReport:
     if job.kind == "contacts":
         return import_contacts(
-            session, job.data, mapping=job.mapping, now=now, source=SOURCE, on_batch=on_batch
+            session,
+            job.data,
+            mapping=job.mapping,
+            now=now,
+            source=SOURCE,
+            on_batch=on_batch,
+            suppression_secret=suppression_secret,
         )
     return import_activities(
         session, job.data, mapping=job.mapping, now=now, source=SOURCE, on_batch=on_batch
@@ -332,7 +345,12 @@ def _import(session: Session, job: ImportJob, *, now: datetime, on_batch: Any) -
 
 
 def run_job(
-    db: Database, job_id: int, *, started_at: datetime, now_fn: Callable[[], datetime]
+    db: Database,
+    job_id: int,
+    *,
+    started_at: datetime,
+    now_fn: Callable[[], datetime],
+    suppression_secret: str | None = None,
 ) -> None:
     """Import a claimed job, committing progress per batch; the job ends done or failed."""
     session = db.session()
@@ -345,7 +363,13 @@ def run_job(
             session.commit()
 
         try:
-            report = _import(session, job, now=started_at, on_batch=on_batch)
+            report = _import(
+                session,
+                job,
+                now=started_at,
+                on_batch=on_batch,
+                suppression_secret=suppression_secret,
+            )
         except ImportFileError as exc:
             session.rollback()
             problem = str(exc)
@@ -387,7 +411,9 @@ def run_job(
         session.close()
 
 
-def run_next(db: Database, *, now_fn: Callable[[], datetime]) -> int | None:
+def run_next(
+    db: Database, *, now_fn: Callable[[], datetime], suppression_secret: str | None = None
+) -> int | None:
     """Run the oldest mapped job, if any; returns its id (None: nothing was waiting)."""
     with db.session_scope() as session:
         now = now_fn()
@@ -395,17 +421,24 @@ def run_next(db: Database, *, now_fn: Callable[[], datetime]) -> int | None:
         job_id = _claim(session, now=now)
     if job_id is None:
         return None
-    run_job(db, job_id, started_at=now, now_fn=now_fn)
+    run_job(db, job_id, started_at=now, now_fn=now_fn, suppression_secret=suppression_secret)
     return job_id
 
 
 def run_pending(
-    db: Database, *, now_fn: Callable[[], datetime], budget_seconds: float = 60.0
+    db: Database,
+    *,
+    now_fn: Callable[[], datetime],
+    budget_seconds: float = 60.0,
+    suppression_secret: str | None = None,
 ) -> int:
     """The worker job: run jobs until none waits or the budget is used; how many ran."""
     deadline = time.monotonic() + budget_seconds
     ran = 0
-    while time.monotonic() < deadline and run_next(db, now_fn=now_fn) is not None:
+    while (
+        time.monotonic() < deadline
+        and run_next(db, now_fn=now_fn, suppression_secret=suppression_secret) is not None
+    ):
         ran += 1
     return ran
 

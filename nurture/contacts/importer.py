@@ -27,6 +27,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
+from nurture.consent.suppression import (
+    SUPPRESSED_MESSAGE,
+    address_hash,
+    is_suppressed,
+    suppressed_hashes,
+)
 from nurture.contacts.custom_fields import Definitions, definitions
 from nurture.contacts.fields import WRITABLE, ContactDataError, clean_contact_data
 from nurture.contacts.models import Contact, Lifecycle
@@ -37,6 +43,7 @@ from nurture.events import append_events
 # read_csv puts this key into a row whose cell count differs from the header's; its value is
 # the problem. No header can be named so: NUL never passes decoding.
 RAGGED = "\x00ragged"
+SUPPRESSED_ROW = f"email: {SUPPRESSED_MESSAGE}"
 SNIFF_CHARS = 8192
 # pg_advisory_xact_lock key of contact imports (any constant unique within nurture).
 IMPORT_LOCK = 0x6E75_7274_0001
@@ -267,12 +274,20 @@ def _import_row(
     now: datetime,
     source: str,
     custom_fields: Definitions,
+    suppression_secret: str | None = None,
 ) -> None:
     """The careful path, one row at a time: what the fast path falls back to on a conflict."""
     values = row.values
     fields = list(values)
     try:
         before = find_existing(session, values["email"], values.get("customer_number"))
+        if (
+            before is None
+            and suppression_secret is not None
+            and is_suppressed(session, secret=suppression_secret, email=values["email"])
+        ):
+            report.errors.append(RowError(row.line, "email", SUPPRESSED_ROW, row.raw))
+            return
         snapshot = _snapshot(before, fields) if before is not None else None
         # A savepoint per row: a row the database refuses is undone alone, the others stay.
         with session.begin_nested():
@@ -357,12 +372,14 @@ class _Batch:
         now: datetime,
         source: str,
         custom_fields: Definitions,
+        suppression_secret: str | None = None,
     ) -> None:
         self.session = session
         self.report = report
         self.now = now
         self.source = source
         self.custom_fields = custom_fields
+        self.suppression_secret = suppression_secret
         self.defaults = _column_defaults()
         dialect = session.get_bind().dialect.name
         self.postgres = dialect == "postgresql"
@@ -392,7 +409,16 @@ class _Batch:
             now=self.now,
             source=self.source,
             custom_fields=self.custom_fields,
+            suppression_secret=self.suppression_secret,
         )
+
+    def _suppressed(self, rows: list[_Row]) -> set[str]:
+        """The emails of ``rows`` on the suppression list: one query per batch."""
+        if self.suppression_secret is None or not rows:
+            return set()
+        secret = self.suppression_secret
+        by_hash = {address_hash(secret, row.values["email"]): row.values["email"] for row in rows}
+        return {by_hash[digest] for digest in suppressed_hashes(self.session, by_hash)}
 
     def _apply_distinct(self, rows: list[_Row]) -> None:
         emails = [row.values["email"] for row in rows]
@@ -434,6 +460,15 @@ class _Batch:
             updates.setdefault(tuple(sorted(changes)), []).append(
                 {"_id": target["id"]} | {f"v_{field}": value for field, value in changes.items()}
             )
+        # A suppressed address may not come back as a new contact (unsubscribed, bounced or
+        # erased); a contact that is still there stays updatable.
+        if blocked := self._suppressed(new):
+            errors.extend(
+                RowError(row.line, "email", SUPPRESSED_ROW, row.raw)
+                for row in new
+                if row.values["email"] in blocked
+            )
+            new = [row for row in new if row.values["email"] not in blocked]
 
         for fields, params in updates.items():
             stmt = (
@@ -571,11 +606,14 @@ def import_contacts(
     batch_size: int = 1000,
     on_batch: Callable[[ImportReport], None] | None = None,
     custom_fields: Definitions | None = None,
+    suppression_secret: str | None = None,
 ) -> ImportReport:
     """Upsert every valid row of a CSV file; the caller commits.
 
     ``on_batch(report)`` runs after each batch with the running report; it may commit (worker
     imports do, so a long import holds no long transaction and shows its progress).
+    With ``suppression_secret`` (``settings.suppression_secret``; every adapter passes it) a
+    row that would create a contact with a suppressed address is a row error instead.
     """
     header, rows = read_csv(data)
     defs = definitions(session) if custom_fields is None else custom_fields
@@ -583,7 +621,14 @@ def import_contacts(
     report = ImportReport(
         columns=header, ignored_columns=[c for c in header if c and c not in resolved]
     )
-    batch = _Batch(session, report, now=now, source=source, custom_fields=defs)
+    batch = _Batch(
+        session,
+        report,
+        now=now,
+        source=source,
+        custom_fields=defs,
+        suppression_secret=suppression_secret,
+    )
     pending: list[_Row] = []
 
     def flush() -> None:

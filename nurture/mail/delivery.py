@@ -18,12 +18,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from nurture.consent.models import SuppressionReason
+from nurture.consent.suppression import suppress
 from nurture.mail import outbox
 from nurture.mail.dkim import DkimSigner
 from nurture.mail.gate import refusal
 from nurture.mail.headers import HeaderInjectionError
 from nurture.mail.identity import (
     LinkSigner,
+    confirmation_token,
     message_id_header,
     reply_address,
     return_path,
@@ -33,7 +36,13 @@ from nurture.mail.message import MessageParts, MessageSkeleton
 from nurture.mail.models import Message, MessageState, Purpose, TemplateVersion
 from nurture.mail.render import TemplateCache, TemplateError, TemplateSource, load_builtin
 from nurture.mail.templates import version_source
-from nurture.mail.transports import Connection, Transport, make_transport
+from nurture.mail.transports import (
+    BounceKind,
+    Connection,
+    Outcome,
+    Transport,
+    make_transport,
+)
 from nurture.state import Nurture
 
 log = logging.getLogger(__name__)
@@ -152,7 +161,7 @@ class Deliverer:
             return
         clock = self.state.clock
         now = clock.now()
-        reason = refusal(session, message, now)
+        reason = refusal(session, message, now, self.settings)
         if reason:
             outbox.skip_claimed(
                 session, message.id, worker_id=self.worker_id, reason=reason, now=now
@@ -192,6 +201,15 @@ class Deliverer:
             subject=subject,
             max_attempts=self.settings.smtp_max_attempts,
         )
+        if result.outcome == Outcome.FAILED and result.bounce == BounceKind.HARD:
+            # The address does not exist: never again, committed with the `bounced` event.
+            suppress(
+                session,
+                secret=self.settings.suppression_secret,
+                email=message.to_addr,
+                reason=SuppressionReason.HARD_BOUNCE,
+                now=clock.now(),
+            )
         counter = {MessageState.SENT: "sent", MessageState.QUEUED: "retried"}
         report.count(counter.get(new_state, "failed"))
 
@@ -256,6 +274,10 @@ class Deliverer:
         # Tracking consent is the consent domain's decision; until it says yes, links stay as
         # the template wrote them.
         context["track_link"] = lambda url: url
+        if message.builtin == "optin_confirmation":
+            # Derived here, never stored: see identity.confirmation_token.
+            token = confirmation_token(self.settings.secret_key, message.token)
+            context["confirm_url"] = f"{self.settings.base_url.rstrip('/')}/confirm/{token}"
         return context
 
     def _skeleton(self, key: Hashable, message: Message) -> MessageSkeleton:

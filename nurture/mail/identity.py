@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import secrets
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -31,6 +34,16 @@ def reply_address(token: str, domain: str) -> str:
 
 def unsubscribe_mailto(token: str, domain: str) -> str:
     return f"mailto:unsubscribe+{token}@{domain}?subject=unsubscribe"
+
+
+def confirmation_token(secret: str, message_token: str) -> str:
+    """The double-opt-in link token of a confirmation mail, derived when the mail is built.
+
+    Neither it nor its input secret is stored: the request keeps only its sha256 and the outbox
+    row only the message token, so whoever reads the database cannot confirm in anyone's name.
+    """
+    digest = hmac.new(secret.encode(), f"optin:{message_token}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 class LinkSigner:

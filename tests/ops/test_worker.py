@@ -28,6 +28,7 @@ def test_worker_registers_beats_and_marks_itself_stopped(app: Flask, clock: Froz
             "imports",
             "purge_import_jobs",
             "purge_login_attempts",
+            "expire_optin_requests",
         }
         for job in worker.scheduler.get_jobs():
             assert job.max_instances == 1 and job.coalesce is True

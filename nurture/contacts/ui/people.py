@@ -15,6 +15,8 @@ from flask_login import current_user
 
 from nurture.auth.access import login_required, me, roles_required
 from nurture.auth.models import Role
+from nurture.consent.proof import current_states
+from nurture.consent.suppression import SuppressedAddress, refuse_new_suppressed
 from nurture.contacts import queries
 from nurture.contacts.activity import ActivityError, record_activities
 from nurture.contacts.context import person_of
@@ -40,7 +42,7 @@ from nurture.contacts.models import Contact, Lifecycle
 from nurture.contacts.salutation import salutation
 from nurture.contacts.ui import bp
 from nurture.i18n import translate_error
-from nurture.web.context import db_session, now
+from nurture.web.context import db_session, now, settings
 
 EDITORS = (Role.ADMIN, Role.MARKETER)
 # Sales logs its calls too; it only may not change the contact's data.
@@ -219,6 +221,7 @@ def _detail_page(
         activity_form=activity_form,
         can_edit=_can_edit(),
         can_log=current_user.has_role(*LOGGERS),
+        consent_states=current_states(session, contact.id),
     )
     return page, status
 
@@ -300,6 +303,13 @@ def contact_new() -> ResponseReturnValue:
     if request.method == "GET":
         return _form_page(form, None)
     if not form.validate_on_submit():
+        return _form_page(form, None, status=422)
+    try:
+        refuse_new_suppressed(
+            session, secret=settings().suppression_secret, email=form.email.data or ""
+        )
+    except SuppressedAddress as exc:
+        form.email.errors = [*form.email.errors, translate_error(exc)]
         return _form_page(form, None, status=422)
     try:
         contact = create_contact(session, submitted_values(form, defs), now=now())
