@@ -547,7 +547,11 @@ SEGMENT_DEFINITION_DOC = (
     "lte; tags: has, has_not; owner_id: eq (a user id), is_empty. Custom fields are named "
     "custom.<key>. Event types: order, complaint, cancellation, expected_revenue, call, "
     "meeting, note, sent, bounced, opened, clicked, replied, contact_created; operators "
-    "within_days (days), none_within_days (days), at_least (count, days), never. Days 1-3650, "
+    "within_days (days), none_within_days (days), at_least (count, days), never. A consent "
+    'condition {"consent": "<topic slug>", "op"} reads the current consent for a topic: '
+    "confirmed, existing_customer, any_basis (confirmed, or existing customer for a topic of "
+    "the sender's own similar products), none (no such basis), pending; it does not check the "
+    "suppression list, which the send gate still applies. Days 1-3650, "
     "counts 1-1000, at most 50 conditions, strings of 200 characters, lists of 100 values; "
     "unknown keys are refused. Errors (422) name each problem by its path, e.g. "
     "conditions.2.value."

@@ -48,6 +48,9 @@ class GateFacts:
     paused_until: datetime | None = None
     max_per_week: int | None = None
     sent_last_week: int = 0
+    # A re-permission mail is transactional in form but lawful only while some consent of the
+    # contact is still valid; None when the rule does not apply.
+    still_granted: bool | None = None
 
 
 def months_before(moment: datetime, months: int) -> datetime:
@@ -70,7 +73,7 @@ def decide(facts: GateFacts, *, now: datetime, dormancy_months: int) -> str | No
     if facts.suppressed:
         return SUPPRESSED
     if facts.purpose is Purpose.TRANSACTIONAL:
-        return None
+        return NO_CONSENT if facts.still_granted is False else None
     if not facts.has_contact:
         return NO_CONTACT
     if facts.topic is None or facts.topic.kind is not TopicKind.MARKETING:
@@ -94,6 +97,13 @@ def gather(session: Session, message: Message, now: datetime, settings: Settings
     """The facts ``decide`` needs about one message, from the database."""
     purpose = Purpose(message.purpose)
     suppressed = is_suppressed(session, secret=settings.suppression_secret, email=message.to_addr)
+    if purpose is Purpose.TRANSACTIONAL and message.builtin == "repermission" and not suppressed:
+        granted = session.scalar(
+            select(func.count())
+            .select_from(Consent)
+            .where(Consent.contact_id == message.contact_id, Consent.state == ConsentState.GRANTED)
+        )
+        return GateFacts(purpose=purpose, suppressed=False, still_granted=bool(granted))
     if purpose is not Purpose.MARKETING or suppressed:
         return GateFacts(purpose=purpose, suppressed=suppressed)
     contact = session.get(Contact, message.contact_id) if message.contact_id else None

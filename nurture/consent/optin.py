@@ -42,6 +42,8 @@ from nurture.mail.models import Message, Purpose
 
 TOKEN_BYTES = 32
 CONFIRMATION_MAIL = "optin_confirmation"
+# Asks someone whose consent approaches the dormancy limit to confirm it again.
+REPERMISSION_MAIL = "repermission"
 EXPIRY_SOURCE = "system:optin_expiry"
 # What a sign-up may say about the person; everything else about a contact is ours to keep.
 SIGNUP_FIELDS = frozenset(
@@ -161,12 +163,18 @@ def request_optin(
     settings: Settings,
     ask_tracking: bool = False,
     repermission: bool = False,
+    mail_context: dict[str, Any] | None = None,
+    send_by: datetime | None = None,
 ) -> ConsentRequest | None:
     """Record a sign-up and queue its confirmation mail.
 
     Returns the pending request, or None when no mail goes out: every topic is granted
     already, or the address had its day's confirmation mails. The caller answers the same
     in every case, so a sign-up form reveals nothing about who is subscribed.
+
+    ``repermission`` asks a consenting contact to confirm again (the re-permission mail);
+    ``mail_context`` adds that mail's own variables, and ``send_by`` is when it may no longer
+    go out (a re-permission mail is lawful only while the consent it renews is valid).
     """
     if is_suppressed(session, secret=settings.suppression_secret, email=email):
         raise SuppressedAddress(MSG_SUPPRESSED)
@@ -209,7 +217,9 @@ def request_optin(
             text=version,
             request_id=request.id,
         )
-    message = _queue_confirmation(session, contact, request, wanted, language, settings, now)
+    message = _queue_confirmation(
+        session, contact, request, wanted, language, settings, now, mail_context, send_by
+    )
     if message is not None:
         request.message_id = message.id
         request.token_hash = token_hash(confirmation_token(settings.secret_key, message.token))
@@ -225,6 +235,8 @@ def _queue_confirmation(
     language: str,
     settings: Settings,
     now: datetime,
+    mail_context: dict[str, Any] | None = None,
+    send_by: datetime | None = None,
 ) -> Message | None:
     # The mail speaks the language the person signed up in, whatever the contact had before.
     person = replace(person_of(contact), language=language)
@@ -234,7 +246,10 @@ def _queue_confirmation(
         "salutation": salutation(person),
         "expires_days": settings.optin_expiry_days,
         "topic": ", ".join(names),
+        **(mail_context or {}),
     }
+    # A confirmation arriving after its link died would only confuse.
+    latest = request.expires_at if send_by is None else min(request.expires_at, send_by)
     return outbox.enqueue(
         session,
         key=f"optin:request:{request.id}",
@@ -243,11 +258,15 @@ def _queue_confirmation(
         to_name=" ".join(p for p in (contact.first_name, contact.last_name) if p),
         context=context,
         now=now,
-        builtin=CONFIRMATION_MAIL,
+        builtin=mail_of(request),
         contact_id=contact.id,
-        # A confirmation arriving after its link died would only confuse.
-        lateness=request.expires_at - now,
+        lateness=latest - now,
     )
+
+
+def mail_of(request: ConsentRequest) -> str:
+    """The built-in mail that asked for ``request``'s confirmation."""
+    return REPERMISSION_MAIL if request.repermission else CONFIRMATION_MAIL
 
 
 def find_request(session: Session, token: str, *, now: datetime) -> ConsentRequest:
@@ -298,7 +317,7 @@ def confirm(
     evidence: dict[str, Any] = {
         "confirmed_via": origin.source,
         "requested_at": request.requested_at.isoformat(),
-        "mail_template": f"builtin:{CONFIRMATION_MAIL}",
+        "mail_template": f"builtin:{mail_of(request)}",
         "mail_sent_at": mail.sent_at.isoformat() if mail and mail.sent_at else None,
     }
     action = Action.RECONFIRMED if request.repermission else Action.CONFIRMED

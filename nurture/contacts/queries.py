@@ -119,13 +119,12 @@ def segment_condition(session: Session, segment_id: int, *, now: datetime) -> Co
     segment = session.get(Segment, segment_id)
     if segment is None:
         raise SegmentUnavailable(N_("The segment no longer exists."))
+    from nurture.contacts.segments import compile_definition
+
     try:
-        # Imported here: the segments module is optional for this page and may be absent.
-        from nurture.contacts.segments import compile_definition
-    except ImportError:
-        raise SegmentUnavailable(N_("Segments cannot be applied yet.")) from None
-    try:
-        return compile_definition(segment.definition, now=now, custom_fields=definitions(session))
+        return compile_definition(
+            segment.definition, now=now, custom_fields=definitions(session), session=session
+        )
     except ValueError:
         raise SegmentUnavailable(
             N_("The segment %(name)s cannot be applied; open it to see why."), name=segment.name

@@ -57,12 +57,15 @@ registered the same way)::
     # {"consent": "newsletter", "op": "confirmed"}
 
 ``validate(condition, ctx)`` gets the raw condition (a dict holding the kind's key) and a
-:class:`ValidationContext`; it returns the normalised condition (what is stored) or raises
+:class:`ValidationContext` (``custom_fields``, and ``session`` when the caller has one: a kind
+that checks names against its own table must accept well-formed names without it); it
+returns the normalised condition (what is stored) or raises
 ``ConditionInvalid({"op": Message(N_("must be confirmed"))})``, keyed relative to the condition
 (``"op"``, ``"value"``; ``""`` for the condition as a whole). It must refuse keys it does not
 know. ``compile(condition, ctx)`` gets the normalised condition and a :class:`CompileContext`
 (``now``, ``custom_fields``) and returns a boolean SQLAlchemy expression over ``Contact`` built
-only from bound values, e.g. a correlated ``exists()`` on the kind's own table.
+only from bound values, e.g. a correlated ``exists()`` on the kind's own table. An optional
+:class:`BuilderOffer` lets the segment builder offer the kind as a group of subjects.
 """
 
 from __future__ import annotations
@@ -277,6 +280,9 @@ def available_fields(custom_fields: Definitions) -> list[FieldSpec]:
 @dataclass(frozen=True)
 class ValidationContext:
     custom_fields: Definitions
+    # Present where a service validates (saving, counting, previews); None where a caller has
+    # only the custom fields, so a kind must then check what it can without the database.
+    session: Session | None = None
 
 
 @dataclass(frozen=True)
@@ -294,20 +300,42 @@ Compiler = Callable[[dict[str, Any], CompileContext], ColumnElement[bool]]
 
 
 @dataclass(frozen=True)
+class BuilderOffer:
+    """How the segment builder offers a registered kind: a heading over one subject per value
+    of the kind's key (read from the database) and operators that take no further input.
+
+    Texts are msgids (mark them with ``N_``); the builder translates them where it shows them.
+    """
+
+    heading: str
+    ops: tuple[tuple[str, str], ...]  # (op, msgid of its label)
+    subjects: Callable[[Session], list[tuple[str, str]]]  # (value of the kind's key, label)
+    help: str = ""
+
+
+@dataclass(frozen=True)
 class ConditionKind:
     key: str
     validate: Validator
     compile: Compiler
+    offer: BuilderOffer | None = None
 
 
 _KINDS: dict[str, ConditionKind] = {}
 
 
-def register_condition(kind: str, validate: Validator, compile: Compiler) -> None:
+def register_condition(
+    kind: str, validate: Validator, compile: Compiler, *, offer: BuilderOffer | None = None
+) -> None:
     """Teach segments a new kind of condition, recognised by the key ``kind`` (see above)."""
     if kind in GROUP_KEYS or kind == "match" or kind == "conditions":
         raise ValueError(f"{kind!r} is reserved")
-    _KINDS[kind] = ConditionKind(kind, validate, compile)
+    _KINDS[kind] = ConditionKind(kind, validate, compile, offer)
+
+
+def builder_offers() -> dict[str, BuilderOffer]:
+    """The registered kinds the segment builder offers, by their key."""
+    return {key: kind.offer for key, kind in _KINDS.items() if kind.offer is not None}
 
 
 # -- value checks ------------------------------------------------------------------------------
@@ -693,8 +721,14 @@ def _leaves(conditions: list[dict[str, Any]]) -> int:
     return total
 
 
-def validate_definition(definition: Any, custom_fields: Definitions) -> dict[str, Any]:
-    """The normalised definition, or SegmentError naming each problem by its path."""
+def validate_definition(
+    definition: Any, custom_fields: Definitions, *, session: Session | None = None
+) -> dict[str, Any]:
+    """The normalised definition, or SegmentError naming each problem by its path.
+
+    With a ``session`` the kinds that name rows of their own (consent topics) check that those
+    exist; every service that has one passes it.
+    """
     if not isinstance(definition, dict):
         raise SegmentError({"definition": _msg(N_("must be an object"))})
     errors = _unknown_keys(definition, ("match", "conditions"))
@@ -704,7 +738,7 @@ def validate_definition(definition: Any, custom_fields: Definitions) -> dict[str
     if "conditions" not in definition:
         errors["conditions"] = _msg(N_("is required"))
         raise SegmentError(errors)
-    ctx = ValidationContext(custom_fields)
+    ctx = ValidationContext(custom_fields, session)
     conditions, condition_errors = _validate_list(
         definition["conditions"], "conditions", ctx, nested=False
     )
@@ -740,14 +774,18 @@ def _compile_conditions(
 
 
 def compile_definition(
-    definition: Any, *, now: datetime, custom_fields: Definitions
+    definition: Any,
+    *,
+    now: datetime,
+    custom_fields: Definitions,
+    session: Session | None = None,
 ) -> ColumnElement[bool]:
     """A boolean expression over ``Contact`` for ``select(Contact).where(...)``.
 
     The definition is validated again here (SegmentError if it is no longer valid, e.g. a
     custom field was deleted), so nothing unchecked can ever reach the compiler.
     """
-    clean = validate_definition(definition, custom_fields)
+    clean = validate_definition(definition, custom_fields, session=session)
     ctx = CompileContext(now=now, custom_fields=custom_fields)
     return _compile_conditions(clean["match"], clean["conditions"], ctx)
 
@@ -756,7 +794,9 @@ def compile_definition(
 
 
 def _expression(session: Session, definition: Any, now: datetime) -> ColumnElement[bool]:
-    return compile_definition(definition, now=now, custom_fields=definitions(session))
+    return compile_definition(
+        definition, now=now, custom_fields=definitions(session), session=session
+    )
 
 
 def count_matching(session: Session, definition: Any, *, now: datetime) -> int:
@@ -839,7 +879,7 @@ def _clean(
             errors["name"] = _msg(N_("is already the name of another segment"))
     clean_definition: dict[str, Any] = {}
     try:
-        clean_definition = validate_definition(definition, definitions(session))
+        clean_definition = validate_definition(definition, definitions(session), session=session)
     except SegmentError as exc:
         errors |= exc.messages
     if errors:

@@ -34,7 +34,13 @@ from nurture.mail.identity import (
 )
 from nurture.mail.message import MessageParts, MessageSkeleton
 from nurture.mail.models import Message, MessageState, Purpose, TemplateVersion
-from nurture.mail.render import TemplateCache, TemplateError, TemplateSource, load_builtin
+from nurture.mail.render import (
+    CONFIRMING_BUILTINS,
+    TemplateCache,
+    TemplateError,
+    TemplateSource,
+    load_builtin,
+)
 from nurture.mail.templates import version_source
 from nurture.mail.transports import (
     BounceKind,
@@ -274,7 +280,7 @@ class Deliverer:
         # Tracking consent is the consent domain's decision; until it says yes, links stay as
         # the template wrote them.
         context["track_link"] = lambda url: url
-        if message.builtin == "optin_confirmation":
+        if message.builtin in CONFIRMING_BUILTINS:
             # Derived here, never stored: see identity.confirmation_token.
             token = confirmation_token(self.settings.secret_key, message.token)
             context["confirm_url"] = f"{self.settings.base_url.rstrip('/')}/confirm/{token}"

@@ -56,8 +56,11 @@ CONTEXT_VARIABLES = (
 # Extra variables of the built-in system mails, beyond the standard ones.
 BUILTINS: dict[str, tuple[str, ...]] = {
     "optin_confirmation": ("confirm_url", "expires_days", "topic"),
+    "repermission": ("confirm_url", "expires_days", "topic", "lapse_date"),
     "sales_notification": ("recipient", "lead", "lead_url"),
 }
+# The built-in mails whose link confirms a consent request (confirm_url is derived at send time).
+CONFIRMING_BUILTINS = frozenset({"optin_confirmation", "repermission"})
 # Names every template may use: Jinja's loop helpers; "range" is the one global left.
 _ALWAYS = frozenset({"loop", "caller", "varargs", "kwargs", "range"})
 _LOADERS = {
@@ -341,6 +344,7 @@ def sample_context(
         "confirm_url": f"{base}/confirm/sample",
         "expires_days": 7,
         "topic": "Newsletter",
+        "lapse_date": "12. März 2027" if de else "March 12, 2027",
         "recipient": {"name": "Max Berger"},
         "lead_url": f"{base}/leads/1",
         "lead": {

@@ -64,6 +64,9 @@ def facts(**changes: object) -> GateFacts:
         ({"purpose": Purpose.TRANSACTIONAL, "state": None, "topic": None}, None),
         ({"purpose": Purpose.TRANSACTIONAL, "suppressed": True}, "suppressed"),
         ({"purpose": Purpose.TEST, "suppressed": True, "state": None}, None),
+        # A re-permission mail needs some consent still valid when it goes out.
+        ({"purpose": Purpose.TRANSACTIONAL, "still_granted": True}, None),
+        ({"purpose": Purpose.TRANSACTIONAL, "still_granted": False}, "no_consent"),
     ],
 )
 def test_policy(changes: dict[str, object], reason: str | None) -> None:
@@ -201,3 +204,32 @@ def test_the_ledger_is_append_only(session: Session, clock) -> None:  # type: ig
         session.flush()
     session.rollback()
     assert [e.ip for e in history(session, contact_id)] == ["192.0.2.1"]
+
+
+def test_a_repermission_mail_stops_when_the_last_consent_was_withdrawn(
+    app, session: Session, clock
+) -> None:  # type: ignore[no-untyped-def]
+    settings = app.extensions["nurture"].settings
+    contact = make_contact(session, clock, email="cleo@kunde.example")
+    topic = grant_consent(session, clock, contact, "news")
+    message = outbox.enqueue(
+        session,
+        key="repermission:1",
+        purpose=Purpose.TRANSACTIONAL,
+        to_addr=contact.email,
+        context={},
+        builtin="repermission",
+        contact_id=contact.id,
+        now=clock.now(),
+    )
+    assert message is not None
+    assert refusal(session, message, clock.now(), settings) is None
+    record(
+        session,
+        contact_id=contact.id,
+        topic=topic,
+        action=Action.WITHDRAWN,
+        origin=Origin(source="test"),
+        now=clock.now(),
+    )
+    assert refusal(session, message, clock.now(), settings) == "no_consent"

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from nurture.auth.models import Role
 from nurture.clock import FrozenClock
+from nurture.consent import segment_conditions  # noqa: F401  (the app registers it; so do we)
 from nurture.contacts import segments
 from nurture.contacts.custom_fields import create_field, definitions
 from nurture.contacts.models import Contact, Segment
@@ -369,7 +370,7 @@ def test_validation_names_every_problem_by_path() -> None:
         ),
         "conditions.5.value": "must be left out for this operator",
         "conditions.6.any.0": "groups can be nested only one level deep",
-        "conditions.7": "must have exactly one of the keys field, event, any, all",
+        "conditions.7": "must have exactly one of the keys field, event, consent, any, all",
         "conditions.8.any": "must contain at least one condition",
         "conditions.9": "must be an object",
         "conditions.10.value": "must be a date as YYYY-MM-DD",
@@ -596,7 +597,7 @@ def test_segment_services(session: Session, clock: FrozenClock) -> None:
         )
     assert caught.value.errors == {
         "name": "must be 1 to 100 characters long",
-        "conditions.0": "must have exactly one of the keys field, event, any, all",
+        "conditions.0": "must have exactly one of the keys field, event, consent, any, all",
     }
 
     now = clock.now()

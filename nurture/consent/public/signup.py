@@ -330,6 +330,7 @@ def confirm_page(token: str) -> ResponseReturnValue:
         topics=request_topics(session, pending),
         paragraphs=paragraphs(text.text) if text else [],
         confirmed=pending.confirmed_at is not None,
+        renewal=pending.repermission,
         form=EmptyForm(),
     )
 
@@ -358,4 +359,5 @@ def confirm_post(token: str) -> ResponseReturnValue:
         200,
         PRIVATE_HEADERS,
         topics=request_topics(session, done),
+        renewal=done.repermission,
     )

@@ -4,5 +4,6 @@ from flask import Blueprint
 
 bp = Blueprint("consent", __name__)
 
-from nurture.consent import merge_hook  # noqa: E402, F401  (registers the consent merge hook)
-from nurture.consent.ui import gdpr, topics  # noqa: E402, F401
+# Imported for what they register: the consent merge hook and the "consent" segment condition.
+from nurture.consent import merge_hook, segment_conditions  # noqa: E402, F401
+from nurture.consent.ui import gdpr, repermission, topics  # noqa: E402, F401

@@ -19,6 +19,7 @@ from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
 from flask_login import current_user
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 from werkzeug.routing import BuildError
 
@@ -36,9 +37,11 @@ from nurture.contacts.segments import (
     MAX_NAME,
     NO_VALUE_OPS,
     OPS_BY_TYPE,
+    BuilderOffer,
     Message,
     SegmentError,
     available_fields,
+    builder_offers,
     count_matching,
     create_segment,
     delete_segment,
@@ -62,6 +65,8 @@ SAMPLE_SIZE = 10
 # Longer inputs are cut here; the service's own limits (200 characters) still apply.
 INPUT_MAX = 1000
 EVENT_PREFIX = "event:"
+# Subjects of kinds other domains register (e.g. "consent:newsletter") are "<kind>:<value>".
+KIND_SEPARATOR = ":"
 WHOLE = re.compile(r"[0-9]{1,9}")
 
 FIELD_LABELS = {
@@ -203,6 +208,11 @@ class OpGroup:
 # -- subjects and operators ------------------------------------------------------------------
 
 
+def _offered(session: Session) -> list[tuple[str, BuilderOffer, list[tuple[str, str]]]]:
+    """(kind, its offer, its subjects as (value, label)) of every registered kind offered."""
+    return [(kind, offer, offer.subjects(session)) for kind, offer in builder_offers().items()]
+
+
 def _subjects(defs: Definitions) -> dict[str, list[Subject]]:
     builtin: list[Subject] = []
     custom: list[Subject] = []
@@ -214,11 +224,16 @@ def _subjects(defs: Definitions) -> dict[str, list[Subject]]:
     events = [
         Subject(EVENT_PREFIX + kind, str(EVENT_LABELS[kind]), "event") for kind in EVENT_TYPES
     ]
-    return {
+    subjects = {
         _("Contact fields"): sorted(builtin, key=lambda s: s.label.casefold()),
         _("Custom fields"): custom,
         _("Behaviour"): events,
     }
+    for kind, offer, items in _offered(db_session()):
+        subjects[_(offer.heading)] = [
+            Subject(kind + KIND_SEPARATOR + value, label, kind) for value, label in items
+        ]
+    return subjects
 
 
 def _op_inputs(type_: str, op: str) -> str:
@@ -246,6 +261,10 @@ def _op_groups() -> list[OpGroup]:
         )
     events = [(op, str(label), _op_inputs("event", op)) for op, label in EVENT_OP_LABELS.items()]
     groups.append(OpGroup("event", str(TYPE_LABELS["event"]), events))
+    for kind, offer in builder_offers().items():
+        groups.append(
+            OpGroup(kind, _(offer.heading), [(op, _(label), "") for op, label in offer.ops])
+        )
     return groups
 
 
@@ -253,7 +272,10 @@ def _types(defs: Definitions) -> dict[str, str]:
     """subject → its operator group's type ("datetime" uses the date group)."""
     types = {spec.name: spec.type for spec in available_fields(defs)}
     types = {name: "date" if kind == "datetime" else kind for name, kind in types.items()}
-    return types | {EVENT_PREFIX + kind: "event" for kind in EVENT_TYPES}
+    types |= {EVENT_PREFIX + kind: "event" for kind in EVENT_TYPES}
+    for kind, _offer, items in _offered(db_session()):
+        types |= {kind + KIND_SEPARATOR + value: kind for value, _label in items}
+    return types
 
 
 # -- form ↔ definition -----------------------------------------------------------------------
@@ -288,6 +310,9 @@ def _condition(row: Row, types: dict[str, str]) -> dict[str, Any]:
         for key in EVENT_OPS.get(row.op, ()):
             condition[key] = _number_or_text(getattr(row, key))
         return condition
+    registered, separator, value = row.subject.partition(KIND_SEPARATOR)
+    if separator and registered in builder_offers():
+        return {registered: value, "op": row.op}
     condition = {"field": row.subject, "op": row.op}
     kind = types.get(row.subject)
     if row.op in NO_VALUE_OPS:
@@ -333,6 +358,10 @@ def _definition(builder: Builder, types: dict[str, str]) -> tuple[dict[str, Any]
 
 
 def _row_from(condition: dict[str, Any], group: str) -> Row:
+    kind = next((key for key in builder_offers() if key in condition), None)
+    if kind is not None:
+        subject = kind + KIND_SEPARATOR + str(condition[kind])
+        return Row(group=group, subject=subject, op=str(condition["op"]))
     if "event" in condition:
         return Row(
             group=group,
@@ -390,7 +419,9 @@ def _attach(builder: Builder, exc: SegmentError, rows_by_path: dict[str, int]) -
             builder.errors.append(text)
             continue
         rest = path.removeprefix(row_path).lstrip(".").split(".")[0]
-        label = INPUT_LABELS.get(rest)
+        label = INPUT_LABELS.get(rest) or (
+            INPUT_LABELS["field"] if rest in builder_offers() else None
+        )
         builder.rows[rows_by_path[row_path]].errors.append(
             _("%(input)s: %(message)s", input=label, message=text) if label else text
         )
@@ -467,6 +498,7 @@ def _builder_page(
         types=_types(defs),
         groups=_group_numbers(builder),
         reference=_reference(defs),
+        offer_help=[(_(o.heading), _(o.help)) for o in builder_offers().values() if o.help],
         field_labels=_field_label_map(defs),
         owners=_owners(),
         summary=_summary(found[0]) if found else None,
@@ -545,7 +577,7 @@ def _handle_post(segment: Segment | None) -> ResponseReturnValue:
         return _builder_page(segment, builder, defs)
     if action == "preview":
         try:
-            validate_definition(definition, defs)
+            validate_definition(definition, defs, session=session)
         except SegmentError as exc:
             _attach(builder, exc, rows_by_path)
             return _builder_page(segment, builder, defs, status=422)
@@ -613,7 +645,7 @@ def segment_preview() -> ResponseReturnValue:
     defs = definitions(session)
     builder, definition, rows_by_path = _submitted(defs)
     try:
-        validate_definition(definition, defs)
+        validate_definition(definition, defs, session=session)
     except SegmentError as exc:
         _attach(builder, exc, rows_by_path)
         errors: dict[str, str] = {}
