@@ -91,6 +91,9 @@ class Settings:
     # mails per address per day (no confirmation storm on a re-request).
     signup_rate_per_ip_hour: int = 20
     optin_mails_per_address_day: int = 3
+    # Advertise mailto:unsubscribe+TOKEN@mail_domain in List-Unsubscribe only when mail to that
+    # address reaches nurture; an address nobody reads would be a broken promise.
+    unsubscribe_mailto: bool = False
     testing: bool = False
 
     @property
@@ -311,4 +314,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         suppression_secret=_suppression_secret(env, secret_key),
         signup_rate_per_ip_hour=_int(env, "NURTURE_SIGNUP_RATE_PER_IP_HOUR", 20),
         optin_mails_per_address_day=_int(env, "NURTURE_OPTIN_MAILS_PER_ADDRESS_DAY", 3),
+        unsubscribe_mailto=_choice(env, "NURTURE_UNSUBSCRIBE_MAILTO", "0", ("0", "1")) == "1",
     )

@@ -255,7 +255,11 @@ class Deliverer:
             date=self.state.clock.now(),
             reply_to=reply_address(message.token, domain),
             unsubscribe_url=unsubscribe_url if marketing else None,
-            unsubscribe_mailto=unsubscribe_mailto(message.token, domain) if marketing else None,
+            unsubscribe_mailto=(
+                unsubscribe_mailto(message.token, domain)
+                if marketing and self.settings.unsubscribe_mailto
+                else None
+            ),
         )
         raw = skeleton.build(parts)
         if self.dkim is not None:

@@ -170,6 +170,7 @@ def test_a_sent_mail_has_the_one_click_headers_signed_by_dkim_and_its_url_works(
         dkim_selector="nurture",
         dkim_domain="nurture.example",
         dkim_key_file=private_key,
+        unsubscribe_mailto=True,  # mail to unsubscribe+TOKEN@ reaches nurture
     )
     assert sender.run().sent == 1
     [received] = sink.received
@@ -346,3 +347,14 @@ def test_csrf_is_exempt_only_for_the_one_click_post(
     )
     assert one_click.status_code == 200
     assert is_suppressed(session, secret=secret(app), email="fritz@kunde.example")
+
+
+def test_without_an_unsubscribe_mailbox_only_the_https_uri_is_offered(
+    app: Flask, session: Session, clock: FrozenClock, sink: SmtpSink
+) -> None:
+    contact = subscriber(session, clock, email="nina@kunde.example", first_name="Nina")
+    queue_marketing(session, clock, app, contact)
+    assert deliverer(app, session, clock, sink.url).run().sent == 1
+    [received] = sink.received
+    uris = re.findall(r"<([^>]+)>", received.message["List-Unsubscribe"])
+    assert len(uris) == 1 and uris[0].startswith("https://nurture.test/u/")

@@ -103,6 +103,7 @@ def test_a_sent_mail_carries_every_header_and_verifies_with_dkim(
         dkim_selector="nurture",
         dkim_domain="nurture.example",
         dkim_key_file=private_key,
+        unsubscribe_mailto=True,
     )
     report = deliverer.run()
     session.expire_all()
