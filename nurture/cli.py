@@ -25,6 +25,7 @@ from nurture.auth.users import (
     set_password,
 )
 from nurture.config import ConfigError, load_settings
+from nurture.consent.imported import ConsentImport, parse_proof
 from nurture.contacts.activity_import import import_activities
 from nurture.contacts.importer import ImportFileError, errors_csv, import_contacts, read_csv
 from nurture.ops.logs import configure_logging
@@ -268,6 +269,15 @@ def contacts_group() -> None:
     """Manage contacts."""
 
 
+def _text_file(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise click.BadParameter(
+            "the consent text must be UTF-8", param_hint="--consent-text-file"
+        ) from None
+
+
 @contacts_group.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--map", "maps", multiple=True, help='"CSV column=field"; auto-mapped if omitted.')
@@ -278,27 +288,80 @@ def contacts_group() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the failed rows here as CSV for Excel.",
 )
+@click.option(
+    "--consent-topic",
+    "consent_topics",
+    multiple=True,
+    help="Slug of a topic the file's people consented to (repeat for more); needs the proof.",
+)
+@click.option("--consent-source", help="Where the consent was collected (form, event, …).")
+@click.option("--consent-date", help="When it was collected: YYYY-MM-DD or DD.MM.YYYY.")
+@click.option(
+    "--consent-text-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The consent text the people agreed to, word for word (UTF-8).",
+)
+@click.option(
+    "--consent-language", default="de", show_default=True, help="Language of the consent text."
+)
+@click.option(
+    "--consent-all-rows",
+    is_flag=True,
+    help="Every row consented (instead of a column mapped to consent).",
+)
 def contacts_import(
-    file: Path, maps: tuple[str, ...], source: str, errors_path: Path | None
+    file: Path,
+    maps: tuple[str, ...],
+    source: str,
+    errors_path: Path | None,
+    consent_topics: tuple[str, ...],
+    consent_source: str | None,
+    consent_date: str | None,
+    consent_text_file: Path | None,
+    consent_language: str,
+    consent_all_rows: bool,
 ) -> None:
-    """Import contacts from a CSV file; exit 1 if rows failed, 2 if the file was refused."""
+    """Import contacts from a CSV file; exit 1 if rows failed, 2 if the file was refused.
+
+    Consent comes along only with a proof reference for the whole file (--consent-topic,
+    --consent-source, --consent-date, --consent-text-file) and then only for the rows whose
+    column mapped to "consent" says yes, or for every row with --consent-all-rows.
+    """
     state = _state()
     data = file.read_bytes()
     if any("=" not in m for m in maps):
         raise click.BadParameter('write each mapping as "CSV column=field"', param_hint="--map")
     mapping = dict(m.rsplit("=", 1) for m in maps) if maps else None
+    with_proof = bool(
+        consent_topics or consent_source or consent_date or consent_text_file or consent_all_rows
+    )
     try:
         total = sum(1 for _row in read_csv(data)[1])
         bar = click.progressbar(length=total, label="importing", file=sys.stderr)
         with bar, state.db.session_scope() as session:
+            now = state.clock.now()
+            extension = None
+            if with_proof:
+                proof = parse_proof(
+                    topics=consent_topics,
+                    source=consent_source or "",
+                    collected_on=consent_date or "",
+                    text=_text_file(consent_text_file) if consent_text_file else "",
+                    language=consent_language,
+                    all_rows=consent_all_rows,
+                )
+                extension = ConsentImport(
+                    session, proof, reference=file.name, file=file.name, now=now
+                )
             report = import_contacts(
                 session,
                 data,
                 mapping=mapping,
-                now=state.clock.now(),
+                now=now,
                 source=source,
                 on_batch=lambda report: bar.update(report.rows - bar.pos),
                 suppression_secret=state.settings.suppression_secret,
+                extension=extension,
             )
     except ImportFileError as exc:
         click.echo(f"nothing imported: {exc}", err=True)
@@ -307,8 +370,14 @@ def contacts_import(
         f"imported {report.imported} rows: {report.created} created, {report.updated} updated, "
         f"{report.unchanged} unchanged, {len(report.errors)} errors"
     )
+    if with_proof:
+        click.echo(
+            f"consent: {report.consents_imported} recorded, {report.consents_skipped} skipped"
+        )
     for error in report.errors:
         click.echo(f"line {error.line}: {error.message}")
+    for note in report.notes:
+        click.echo(f"line {note.line}: {note.message}")
     if errors_path is not None:
         errors_path.write_text(errors_csv(report), encoding="utf-8", newline="")
     sys.exit(1 if report.errors else 0)

@@ -164,7 +164,17 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                         "optional 'mapping' (CSV column → contact field) or else by common "
                         "German and English headers (E-Mail, Vorname, Anrede, …). A file that "
                         "cannot be read or mapped is a 422 with code invalid_file; nothing is "
-                        "imported then. An import never records consent."
+                        "imported then. An import never records consent by itself: only with a "
+                        "proof reference for the whole file (consent_topics, consent_source, "
+                        "consent_date, consent_text) and then only for the rows whose column "
+                        "mapped to 'consent' says yes (ja/yes/1/x/true; nein/no/0/empty is no), "
+                        "or for every row with consent_all_rows. Each becomes an 'imported' "
+                        "ledger entry per topic with the proof as evidence; topics already given "
+                        "are skipped, and a withdrawal on or after the proof date is never "
+                        "overridden (a note, not an error). A column mapped to 'consent' without "
+                        "a proof is a 422 invalid_file; a proof that is no proof (unknown or "
+                        "tracking topic, date in the future, missing source or text) a 422 "
+                        "invalid_consent_proof whose details name the field."
                     ),
                     requestBody={
                         "required": True,
@@ -178,6 +188,31 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                                         "mapping": {
                                             "type": "string",
                                             "description": 'JSON object, e.g. {"E-Mail": "email"}',
+                                        },
+                                        "consent_topics": {
+                                            "type": "string",
+                                            "description": "Comma list of marketing topic slugs",
+                                        },
+                                        "consent_source": {
+                                            "type": "string",
+                                            "description": "Where the consent was collected",
+                                        },
+                                        "consent_date": {
+                                            "type": "string",
+                                            "description": "When: YYYY-MM-DD or DD.MM.YYYY",
+                                        },
+                                        "consent_text": {
+                                            "type": "string",
+                                            "description": "The wording agreed to, verbatim",
+                                        },
+                                        "consent_language": {
+                                            "type": "string",
+                                            "enum": ["de", "en"],
+                                            "default": "de",
+                                        },
+                                        "consent_all_rows": {
+                                            "type": "string",
+                                            "description": "true: every row consented",
                                         },
                                     },
                                 }
@@ -420,6 +455,25 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                                 "properties": {
                                     "line": {"type": "integer", "description": "header = 1"},
                                     "field": {"type": ["string", "null"]},
+                                    "message": {"type": "string"},
+                                },
+                            },
+                        },
+                        "consents_imported": {
+                            "type": "integer",
+                            "description": "contacts import: (contact, topic) pairs recorded",
+                        },
+                        "consents_skipped": {
+                            "type": "integer",
+                            "description": "already given, or withdrawn since the proof date",
+                        },
+                        "notes": {
+                            "type": "array",
+                            "description": "contacts import: rows whose consent was not imported",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "line": {"type": "integer"},
                                     "message": {"type": "string"},
                                 },
                             },

@@ -9,9 +9,10 @@ from flask import jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
 from nurture.api import bp
-from nurture.api.auth import json_body, token_required
+from nurture.api.auth import api_user, json_body, token_required
 from nurture.api.errors import ApiError
 from nurture.auth.models import Role
+from nurture.consent.imported import ConsentProof, ConsentProofError, consent_import, parse_proof
 from nurture.consent.suppression import SuppressedAddress, refuse_new_suppressed
 from nurture.contacts.activity import ActivityError, record_activities, timeline
 from nurture.contacts.activity_import import import_activities
@@ -121,11 +122,42 @@ def _import_upload() -> tuple[bytes, dict[str, str] | None]:
     return upload.read(), mapping
 
 
+CONSENT_FIELDS = ("consent_topics", "consent_source", "consent_date", "consent_text")
+TRUE = ("1", "true", "yes", "on")
+
+
+def _consent_proof() -> ConsentProof | None:
+    """The proof reference of a multipart import; None when no consent_* field is sent."""
+    form = request.form if request.mimetype == "multipart/form-data" else {}
+    all_rows = form.get("consent_all_rows", "").strip().lower() in TRUE
+    if not any(form.get(name, "").strip() for name in CONSENT_FIELDS) and not all_rows:
+        return None
+    return parse_proof(
+        topics=form.get("consent_topics", ""),
+        source=form.get("consent_source", ""),
+        collected_on=form.get("consent_date", ""),
+        text=form.get("consent_text", ""),
+        language=form.get("consent_language", "de"),
+        all_rows=all_rows,
+    )
+
+
 @bp.post("/contacts/import")
 @token_required(*WRITERS)
 def contacts_import() -> ResponseReturnValue:
     data, mapping = _import_upload()
+    upload = request.files.get("file")
+    name = (upload.filename if upload is not None else None) or "upload.csv"
     try:
+        proof = _consent_proof()
+        extension = consent_import(
+            db_session(),
+            proof,
+            reference=name,
+            file=name,
+            now=now(),
+            declared_by=f"user:{api_user().id}",
+        )
         report = import_contacts(
             db_session(),
             data,
@@ -133,11 +165,21 @@ def contacts_import() -> ResponseReturnValue:
             now=now(),
             source="import",
             suppression_secret=settings().suppression_secret,
+            extension=extension,
         )
+    except ConsentProofError as exc:
+        details = {exc.field: str(exc)} if exc.field else {}
+        raise ApiError(422, "invalid_consent_proof", str(exc), details) from None
     except ImportFileError as exc:
         raise ApiError(422, "invalid_file", str(exc)) from None
     db_session().commit()
-    return jsonify(_report_json(report))
+    body = _report_json(report)
+    body |= {
+        "consents_imported": report.consents_imported,
+        "consents_skipped": report.consents_skipped,
+        "notes": [{"line": n.line, "message": n.message} for n in report.notes],
+    }
+    return jsonify(body)
 
 
 def _report_json(report: ImportReport) -> dict[str, Any]:

@@ -10,6 +10,11 @@ batch that also writes the progress, and ends ``done`` with counts and the error
 claimed with, so when a job left ``running`` by a dead worker is re-queued and claimed anew, a
 worker that was only slow notices at its next batch and stops instead of racing the new run.
 A re-run is harmless anyway: both importers are idempotent.
+
+Consent with a proof reference (``nurture.consent.imported``) has no column of its own yet: the
+proof the person mapping declared is kept in ``mapping`` under the reserved key ``"@consent"``
+(with "declared_by"), and the run adds its outcome there ("outcome": counts and the first
+notes). A file with a column literally named "@consent" is refused at upload.
 """
 
 from __future__ import annotations
@@ -27,6 +32,13 @@ from sqlalchemy import Row, delete, null, select, update
 from sqlalchemy.orm import Session, defer
 
 from nurture.auth.models import User
+from nurture.consent.imported import (
+    ConsentImport,
+    ConsentProof,
+    ConsentProofError,
+    check_mapping,
+    check_proof,
+)
 from nurture.contacts.activity_import import (
     EVENT_FIELDS,
     import_activities,
@@ -37,6 +49,7 @@ from nurture.contacts.custom_fields import Definitions
 from nurture.contacts.importer import (
     ImportFileError,
     ImportReport,
+    check_extension_targets,
     errors_csv,
     import_contacts,
     importable_fields,
@@ -56,6 +69,9 @@ KEEP_FILES = timedelta(days=30)
 # An upload nobody mapped is abandoned after this; its row and file go.
 KEEP_UNMAPPED = timedelta(days=7)
 SAMPLE_ROWS = 3
+# The key of the consent proof in ``ImportJob.mapping``; no column may carry this name.
+CONSENT_KEY = "@consent"
+NOTES_KEPT = 100
 INTERNAL_PROBLEM = N_(
     "The import stopped because of an internal error. Rows imported before it are kept; "
     "the worker's log has the details."
@@ -95,7 +111,12 @@ def create_job(
     """Store an uploaded file as a job awaiting its mapping; unreadable files store nothing."""
     if kind not in IMPORT_KINDS:
         raise ImportFileError(N_("Unknown kind of import %(kind)s."), kind=kind)
-    _header, rows = read_csv(data)
+    header, rows = read_csv(data)
+    if CONSENT_KEY in header:
+        raise ImportFileError(
+            N_("The file has a column named %(column)s, a name nurture reserves. Rename it."),
+            column=CONSENT_KEY,
+        )
     total = sum(1 for _row in rows)
     if not total:
         raise ImportFileError(N_("The file has a header but no data rows."))
@@ -168,19 +189,83 @@ def _check_contact_mapping(
 
 
 def set_mapping(
-    session: Session, job: ImportJob, mapping: dict[str, str], custom_fields: Definitions
+    session: Session,
+    job: ImportJob,
+    mapping: dict[str, str],
+    custom_fields: Definitions,
+    *,
+    proof: ConsentProof | None = None,
+    declared_by: str | None = None,
+    now: datetime | None = None,
 ) -> None:
-    """Validate ``mapping`` (column → field; empty field = ignore) and queue the job."""
+    """Validate ``mapping`` (column → field; empty field = ignore) and queue the job.
+
+    ``proof`` (contacts only; ``now`` required with it) is the consent proof reference the
+    person mapping declares for the file, ``declared_by`` who they are ("user:<id>").
+    """
     if not awaiting_mapping(job):
         raise ImportFileError(N_("This import is already queued; its mapping cannot change."))
     chosen = {column: target for column, target in mapping.items() if target}
     header, _rows = read_csv(job.data)
     if job.kind == "contacts":
         _check_contact_mapping(header, chosen, custom_fields)
+        if proof is None:
+            check_extension_targets(chosen.values(), None)
+        else:
+            assert now is not None, "checking a proof needs the time"
+            check_proof(session, proof, now=now)
+            check_mapping(chosen.values(), proof)
     else:
+        if proof is not None:
+            raise ConsentProofError(N_("Only a file of contacts can carry consent."))
         resolve_event_mapping(header, chosen)
-    job.mapping = chosen
+    stored: dict[str, Any] = dict(chosen)
+    if proof is not None:
+        stored[CONSENT_KEY] = proof.to_json() | {"declared_by": declared_by}
+    job.mapping = stored
     session.flush()
+
+
+def columns_of(mapping: dict[str, Any] | None) -> dict[str, str]:
+    """The column → field part of a job's mapping."""
+    return {k: v for k, v in (mapping or {}).items() if k != CONSENT_KEY}
+
+
+def consent_of(job: ImportJob) -> ConsentProof | None:
+    """The consent proof declared for the job, if any."""
+    stored = (job.mapping or {}).get(CONSENT_KEY)
+    return ConsentProof.from_json(stored) if stored else None
+
+
+@dataclass(frozen=True)
+class ConsentOutcome:
+    imported: int
+    skipped: int
+    notes: list[tuple[int, str]]
+    notes_total: int
+
+
+def consent_outcome(job: ImportJob) -> ConsentOutcome | None:
+    """What the run did with the job's consent proof; None before the run or without one."""
+    outcome = ((job.mapping or {}).get(CONSENT_KEY) or {}).get("outcome")
+    if not outcome:
+        return None
+    return ConsentOutcome(
+        imported=outcome["imported"],
+        skipped=outcome["skipped"],
+        notes=[(int(line), str(message)) for line, message in outcome["notes"]],
+        notes_total=outcome["notes_total"],
+    )
+
+
+def _with_outcome(mapping: dict[str, Any], report: ImportReport) -> dict[str, Any]:
+    outcome = {
+        "imported": report.consents_imported,
+        "skipped": report.consents_skipped,
+        "notes": [[note.line, note.message] for note in report.notes[:NOTES_KEPT]],
+        "notes_total": len(report.notes),
+    }
+    return mapping | {CONSENT_KEY: mapping[CONSENT_KEY] | {"outcome": outcome}}
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -329,18 +414,31 @@ def _import(
     on_batch: Any,
     suppression_secret: str | None = None,
 ) -> ImportReport:
+    mapping = columns_of(job.mapping)
     if job.kind == "contacts":
+        proof = consent_of(job)
+        extension = None
+        if proof is not None:
+            extension = ConsentImport(
+                session,
+                proof,
+                reference=f"job-{job.id}",
+                file=job.filename,
+                now=now,
+                declared_by=(job.mapping or {})[CONSENT_KEY].get("declared_by"),
+            )
         return import_contacts(
             session,
             job.data,
-            mapping=job.mapping,
+            mapping=mapping,
             now=now,
             source=SOURCE,
             on_batch=on_batch,
             suppression_secret=suppression_secret,
+            extension=extension,
         )
     return import_activities(
-        session, job.data, mapping=job.mapping, now=now, source=SOURCE, on_batch=on_batch
+        session, job.data, mapping=mapping, now=now, source=SOURCE, on_batch=on_batch
     )
 
 
@@ -357,6 +455,9 @@ def run_job(
     try:
         job = session.get(ImportJob, job_id)
         assert job is not None
+        # Read now: after the first batch's commit the job is expired, and touching it again
+        # would load the whole file once more.
+        mapping: dict[str, Any] = dict(job.mapping or {})
 
         def on_batch(report: ImportReport) -> None:
             _write(session, job_id, started_at, **_counts(report))
@@ -378,6 +479,9 @@ def run_job(
             )
             session.commit()
             return
+        done: dict[str, Any] = {}
+        if CONSENT_KEY in mapping:
+            done["mapping"] = _with_outcome(mapping, report)
         _write(
             session,
             job_id,
@@ -386,6 +490,7 @@ def run_job(
             finished_at=now_fn(),
             errors_csv=errors_csv(report),
             **_counts(report),
+            **done,
         )
         session.commit()
     except JobLostError:

@@ -1,8 +1,10 @@
 """Importing contacts from CSV files as German and English spreadsheets export them.
 
 Every row goes through ``upsert_contact``, so an import never makes a duplicate and a re-run
-changes nothing. An import never creates consent: a list of addresses is no proof that anyone
-agreed to mail, so consent stays a separate, recorded act.
+changes nothing. An import never creates consent by itself: a list of addresses is no proof that
+anyone agreed to mail. Only a ``RowExtension`` (``nurture.consent.imported``, given a proof
+reference for the whole file) records consent, and a column mapped to ``consent`` without one
+refuses the file.
 
 Decisions: an empty cell never erases data (spreadsheets leave cells empty for "unknown"); a row
 that fails is skipped and reported with its physical line number while the good rows import;
@@ -15,10 +17,10 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import String, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -49,6 +51,12 @@ SNIFF_CHARS = 8192
 IMPORT_LOCK = 0x6E75_7274_0001
 # custom and owner_id are not text; source is the import's own ``source`` argument.
 IMPORTABLE = WRITABLE - {"custom", "owner_id", "source"}
+# The target of a column that says per row whether the person consented; never contact data.
+CONSENT = "consent"
+NEEDS_PROOF = N_(
+    "A column is mapped to consent, but consent needs a proof reference: where, when and with "
+    "which text it was collected."
+)
 # Normalised header (lower case, letters and digits only) → contact field.
 AUTO_MAP = {
     **dict.fromkeys(["email", "mail", "emailadresse", "emailaddress", "mailadresse"], "email"),
@@ -82,6 +90,64 @@ class RowError:
     raw: dict[str, str]
 
 
+@dataclass(frozen=True)
+class RowNote:
+    """Something to know about a row that imported, e.g. a consent left out; not an error."""
+
+    line: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A row a batch wrote: its contact, and its cells of the extension's columns."""
+
+    line: int
+    contact_id: int
+    cells: dict[str, str]
+
+
+@dataclass
+class Outcome:
+    """What a ``RowExtension`` did with a batch: (contact, topic) pairs recorded or skipped."""
+
+    consents_imported: int = 0
+    consents_skipped: int = 0
+    notes: list[RowNote] = field(default_factory=list)
+
+
+class RowExtension(Protocol):
+    """More than contact data per row (consent with a proof reference: consent.imported).
+
+    The importer takes the columns mapped to ``targets`` out of the contact data, has
+    ``check_row`` refuse bad cells as row errors, and after a batch wrote its contacts hands the
+    rows with their contact ids to ``apply``, inside the batch's savepoint: when the batch falls
+    back to the careful row-by-row path, the extension's part is redone with it.
+    """
+
+    targets: frozenset[str]
+
+    def suggest(self, header: list[str]) -> dict[str, str]:
+        """Columns to map to the extension's targets when the caller gave no mapping."""
+        ...
+
+    def check_mapping(self, targets: Collection[str]) -> None:
+        """ImportFileError when the mapped targets do not fit (before any row is read)."""
+        ...
+
+    def check_row(self, cells: dict[str, str]) -> tuple[str, str] | None:
+        """(field, message) of a cell that makes the row fail, or None."""
+        ...
+
+    def prepare(self, session: Session) -> None:
+        """Once per batch, before any savepoint: write what the batch's rows will refer to."""
+        ...
+
+    def apply(self, session: Session, rows: list[Applied]) -> Outcome:
+        """Act on rows the batch wrote; may raise IntegrityError to have them retried."""
+        ...
+
+
 @dataclass
 class ImportReport:
     rows: int = 0
@@ -91,10 +157,18 @@ class ImportReport:
     errors: list[RowError] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
     ignored_columns: list[str] = field(default_factory=list)
+    consents_imported: int = 0
+    consents_skipped: int = 0
+    notes: list[RowNote] = field(default_factory=list)
 
     @property
     def imported(self) -> int:
         return self.created + self.updated + self.unchanged
+
+    def add(self, outcome: Outcome) -> None:
+        self.consents_imported += outcome.consents_imported
+        self.consents_skipped += outcome.consents_skipped
+        self.notes.extend(outcome.notes)
 
 
 def _decode(data: bytes) -> str:
@@ -157,8 +231,9 @@ def _norm(header: str) -> str:
 
 
 def importable_fields(custom_fields: Definitions) -> list[str]:
-    """Every target a column can be mapped to: contact fields, then ``custom.<key>``."""
-    return sorted(IMPORTABLE) + [f"custom.{key}" for key in custom_fields]
+    """Every target a column can be mapped to: contact fields, ``custom.<key>``, then consent
+    (which needs a proof reference for the file)."""
+    return sorted(IMPORTABLE) + [f"custom.{key}" for key in custom_fields] + [CONSENT]
 
 
 def suggest_mapping(header: list[str], custom_fields: Definitions) -> dict[str, str]:
@@ -176,12 +251,30 @@ def suggest_mapping(header: list[str], custom_fields: Definitions) -> dict[str, 
     return resolved
 
 
+def check_extension_targets(targets: Collection[str], extension: RowExtension | None) -> None:
+    """Refuse consent (or another extension's target) mapped without its extension."""
+    if extension is None:
+        if CONSENT in targets:
+            raise ImportFileError(NEEDS_PROOF)
+        return
+    extension.check_mapping(targets)
+
+
 def _resolve(
-    header: list[str], mapping: dict[str, str] | None, custom_fields: Definitions
+    header: list[str],
+    mapping: dict[str, str] | None,
+    custom_fields: Definitions,
+    extension: RowExtension | None = None,
 ) -> dict[str, str]:
     """Column → field, refusing a mapping that cannot be right before any row is read."""
     if mapping is None:
         resolved = suggest_mapping(header, custom_fields)
+        if extension is not None:
+            resolved |= {
+                column: target
+                for column, target in extension.suggest(header).items()
+                if column not in resolved and target not in resolved.values()
+            }
     else:
         resolved = {column: target for column, target in mapping.items() if target}
         allowed = set(importable_fields(custom_fields))
@@ -202,6 +295,7 @@ def _resolve(
                 raise ImportFileError(N_("Two columns are mapped to %(field)s."), field=target)
     if "email" not in resolved.values():
         raise ImportFileError(N_("No column is mapped to the email address."))
+    check_extension_targets(resolved.values(), extension)
     return resolved
 
 
@@ -264,6 +358,8 @@ class _Row:
     line: int
     values: dict[str, Any]
     raw: dict[str, str]
+    # The cells of the extension's columns, by target.
+    extra: dict[str, str] = field(default_factory=dict)
 
 
 def _import_row(
@@ -275,6 +371,7 @@ def _import_row(
     source: str,
     custom_fields: Definitions,
     suppression_secret: str | None = None,
+    extension: RowExtension | None = None,
 ) -> None:
     """The careful path, one row at a time: what the fast path falls back to on a conflict."""
     values = row.values
@@ -294,6 +391,8 @@ def _import_row(
             contact, created = upsert_contact(
                 session, values, now=now, source=source, custom_fields=custom_fields
             )
+            if extension is not None:
+                outcome = extension.apply(session, [Applied(row.line, contact.id, row.extra)])
     except ContactDataError as exc:
         name, message = next(iter(exc.errors.items()))
         report.errors.append(RowError(row.line, name, f"{name}: {message}", row.raw))
@@ -302,6 +401,8 @@ def _import_row(
         message = "the database refused the row (email or customer number conflict)"
         report.errors.append(RowError(row.line, None, message, row.raw))
         return
+    if extension is not None:
+        report.add(outcome)
     if created:
         report.created += 1
     elif contact is before and _snapshot(contact, fields) == snapshot:
@@ -373,6 +474,7 @@ class _Batch:
         source: str,
         custom_fields: Definitions,
         suppression_secret: str | None = None,
+        extension: RowExtension | None = None,
     ) -> None:
         self.session = session
         self.report = report
@@ -380,6 +482,7 @@ class _Batch:
         self.source = source
         self.custom_fields = custom_fields
         self.suppression_secret = suppression_secret
+        self.extension = extension
         self.defaults = _column_defaults()
         dialect = session.get_bind().dialect.name
         self.postgres = dialect == "postgresql"
@@ -410,6 +513,7 @@ class _Batch:
             source=self.source,
             custom_fields=self.custom_fields,
             suppression_secret=self.suppression_secret,
+            extension=self.extension,
         )
 
     def _suppressed(self, rows: list[_Row]) -> set[str]:
@@ -434,6 +538,7 @@ class _Batch:
         updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         counts = {"updated": 0, "unchanged": 0}
         errors: list[RowError] = []
+        applied: list[Applied] = []
         for row in rows:
             values = row.values
             number = values.get("customer_number")
@@ -447,6 +552,7 @@ class _Batch:
                 message = "email: belongs to another contact"
                 errors.append(RowError(row.line, "email", message, row.raw))
                 continue
+            applied.append(Applied(row.line, target["id"], row.extra))
             changes = {}
             for name, value in values.items():
                 merged = _merged(name, target[name], value)
@@ -478,11 +584,22 @@ class _Batch:
             )
             self.session.execute(stmt, params)
         created = self._insert(new) if new else []
+        outcome = None
+        if self.extension is not None:
+            ids = {email: cid for cid, email in created}
+            applied += [
+                Applied(row.line, ids[row.values["email"]], row.extra)
+                for row in new
+                if row.values["email"] in ids
+            ]
+            outcome = self.extension.apply(self.session, applied)
         # Counted only now: the savepoint may still be rolled back and the rows retried.
         self.report.updated += counts["updated"]
         self.report.unchanged += counts["unchanged"]
         self.report.errors.extend(errors)
         self.report.created += len(created)
+        if outcome is not None:
+            self.report.add(outcome)
         lost = {row.values["email"] for row in new} - {email for _id, email in created}
         for row in new:
             if row.values["email"] in lost:
@@ -607,6 +724,7 @@ def import_contacts(
     on_batch: Callable[[ImportReport], None] | None = None,
     custom_fields: Definitions | None = None,
     suppression_secret: str | None = None,
+    extension: RowExtension | None = None,
 ) -> ImportReport:
     """Upsert every valid row of a CSV file; the caller commits.
 
@@ -614,10 +732,14 @@ def import_contacts(
     imports do, so a long import holds no long transaction and shows its progress).
     With ``suppression_secret`` (``settings.suppression_secret``; every adapter passes it) a
     row that would create a contact with a suppressed address is a row error instead.
+    ``extension`` handles the columns mapped to its targets (consent with a proof reference).
     """
     header, rows = read_csv(data)
     defs = definitions(session) if custom_fields is None else custom_fields
-    resolved = _resolve(header, mapping, defs)
+    resolved = _resolve(header, mapping, defs, extension)
+    targets = extension.targets if extension is not None else frozenset()
+    extra_columns = {c: t for c, t in resolved.items() if t in targets}
+    contact_columns = {c: t for c, t in resolved.items() if t not in targets}
     report = ImportReport(
         columns=header, ignored_columns=[c for c in header if c and c not in resolved]
     )
@@ -628,14 +750,18 @@ def import_contacts(
         source=source,
         custom_fields=defs,
         suppression_secret=suppression_secret,
+        extension=extension,
     )
     pending: list[_Row] = []
 
     def flush() -> None:
         _hold_transaction(session)
+        if extension is not None:
+            extension.prepare(session)
         batch.apply(pending)
         pending.clear()
         report.errors.sort(key=lambda error: error.line)
+        report.notes.sort(key=lambda note: note.line)
         if on_batch is not None:
             on_batch(report)
 
@@ -646,10 +772,18 @@ def import_contacts(
             report.errors.append(RowError(line, None, row[RAGGED], raw))
         else:
             try:
-                pending.append(_Row(line, _row_values(row, resolved, defs), raw))
+                values = _row_values(row, contact_columns, defs)
             except ContactDataError as exc:
                 name, message = next(iter(exc.errors.items()))
                 report.errors.append(RowError(line, name, f"{name}: {message}", raw))
+            else:
+                extra = {t: row.get(c, "").strip() for c, t in extra_columns.items()}
+                problem = extension.check_row(extra) if extension is not None else None
+                if problem is not None:
+                    name, message = problem
+                    report.errors.append(RowError(line, name, f"{name}: {message}", raw))
+                else:
+                    pending.append(_Row(line, values, raw, extra))
         if report.rows % batch_size == 0:
             flush()
     if pending or report.rows % batch_size:

@@ -15,8 +15,12 @@ from wtforms import SelectChoice, SelectField
 from nurture.auth.access import me, roles_required
 from nurture.auth.forms import EmptyForm
 from nurture.auth.models import Role
+from nurture.consent.imported import BERLIN, ConsentProof, parse_proof
+from nurture.consent.models import TopicKind
+from nurture.consent.topics import list_topics
 from nurture.contacts import import_jobs
 from nurture.contacts.custom_fields import definitions
+from nurture.contacts.fields import LANGUAGES
 from nurture.contacts.importer import ImportFileError
 from nurture.contacts.models import ImportJob
 from nurture.contacts.ui import bp
@@ -62,6 +66,16 @@ FIELD_LABELS = {
     "period": _l("Period"),
     "text": _l("Text"),
     "by": _l("By (who called or wrote it)"),
+    "consent": _l("Consent given (ja/nein); needs the proof below"),
+}
+LANGUAGE_LABELS = {"de": _l("German"), "en": _l("English")}
+NO_CONSENT: dict[str, Any] = {
+    "topics": [],
+    "source": "",
+    "date": "",
+    "text": "",
+    "language": "de",
+    "all_rows": False,
 }
 
 
@@ -128,6 +142,33 @@ def _targets(kind: str) -> list[tuple[str, str]]:
     ]
 
 
+def _consent_input() -> dict[str, Any]:
+    """What the mapping form's consent section holds, as entered."""
+    form = request.form
+    return {
+        "topics": form.getlist("consent_topics"),
+        "source": form.get("consent_source", ""),
+        "date": form.get("consent_date", ""),
+        "text": form.get("consent_text", ""),
+        "language": form.get("consent_language", "de"),
+        "all_rows": bool(form.get("consent_all_rows")),
+    }
+
+
+def _declared_proof(entered: dict[str, Any]) -> ConsentProof | None:
+    """The proof the section declares; None when it was left empty (no consent comes along)."""
+    if not any(entered[name] for name in ("topics", "source", "date", "text", "all_rows")):
+        return None
+    return parse_proof(
+        topics=entered["topics"],
+        source=entered["source"],
+        collected_on=entered["date"],
+        text=entered["text"],
+        language=entered["language"],
+        all_rows=entered["all_rows"],
+    )
+
+
 @bp.route("/contacts/imports/<int:job_id>/map", methods=["GET", "POST"])
 @roles_required(*EDITORS)
 def import_map(job_id: int) -> ResponseReturnValue:
@@ -138,7 +179,9 @@ def import_map(job_id: int) -> ResponseReturnValue:
     header, samples = import_jobs.preview(job)
     custom = definitions(db_session())
     error = None
+    error_field = None
     status = 200
+    consent = NO_CONSENT
     if request.method == "GET":
         chosen = import_jobs.suggested_mapping(job, custom)
     elif not form.validate_on_submit():
@@ -150,11 +193,21 @@ def import_map(job_id: int) -> ResponseReturnValue:
             for index, column in enumerate(header)
             if column
         }
+        consent = _consent_input() if job.kind == "contacts" else NO_CONSENT
         try:
-            import_jobs.set_mapping(db_session(), job, chosen, custom)
+            import_jobs.set_mapping(
+                db_session(),
+                job,
+                chosen,
+                custom,
+                proof=_declared_proof(consent),
+                declared_by=f"user:{me().id}",
+                now=now(),
+            )
         except ImportFileError as exc:
             db_session().rollback()
             error, status = translate_error(exc), 422
+            error_field = getattr(exc, "field", None)
         else:
             db_session().commit()
             flash(_("The import is queued; the worker starts it within seconds."), "success")
@@ -168,7 +221,12 @@ def import_map(job_id: int) -> ResponseReturnValue:
         chosen=chosen,
         targets=_targets(job.kind),
         error=error,
+        error_field=error_field,
         kind_labels=KIND_LABELS,
+        consent=consent,
+        consent_topics=[t for t in list_topics(db_session()) if t.kind is TopicKind.MARKETING],
+        languages=[(code, str(LANGUAGE_LABELS.get(code, code))) for code in LANGUAGES],
+        today=now().astimezone(BERLIN).date().isoformat(),
     )
     return page, status
 
@@ -189,6 +247,8 @@ def import_detail(job_id: int) -> ResponseReturnValue:
         kind_labels=KIND_LABELS,
         # Problems are stored in English; those without parameters are msgids and translate.
         problem=_(job.problem) if job.problem else "",
+        consent_proof=import_jobs.consent_of(job),
+        consent_outcome=import_jobs.consent_outcome(job),
     )
 
 
