@@ -27,6 +27,7 @@ from nurture.auth.access import login_required, me, roles_required
 from nurture.auth.forms import EmptyForm
 from nurture.auth.models import Role, User
 from nurture.contacts.custom_fields import Definitions, definitions
+from nurture.contacts.forms import FIELD_LABELS as CONTACT_FIELD_LABELS
 from nurture.contacts.models import Contact, Segment
 from nurture.contacts.segments import (
     DAY_OPS,
@@ -69,31 +70,8 @@ EVENT_PREFIX = "event:"
 KIND_SEPARATOR = ":"
 WHOLE = re.compile(r"[0-9]{1,9}")
 
-FIELD_LABELS = {
-    "email": _l("Email"),
-    "first_name": _l("First name"),
-    "last_name": _l("Last name"),
-    "title": _l("Title"),
-    "gender": _l("Gender"),
-    "formality": _l("Form of address"),
-    "language": _l("Language"),
-    "birthday": _l("Birthday"),
-    "time_zone": _l("Time zone"),
-    "company": _l("Company"),
-    "industry": _l("Industry"),
-    "company_size": _l("Company size"),
-    "city": _l("City"),
-    "country": _l("Country"),
-    "customer_number": _l("Customer number"),
-    "phone": _l("Phone"),
-    "mobile": _l("Mobile"),
-    "website": _l("Website"),
-    "linkedin": _l("LinkedIn"),
-    "xing": _l("XING"),
-    "tags": _l("Tags"),
-    "lifecycle": _l("Lifecycle"),
-    "owner_id": _l("Owner"),
-    "source": _l("Source"),
+# The contact forms' labels, plus the two timestamps only segments filter on.
+FIELD_LABELS = CONTACT_FIELD_LABELS | {
     "created_at": _l("Created"),
     "updated_at": _l("Last changed"),
 }
