@@ -10,6 +10,7 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from nurture.clock import Clock
 from nurture.config import Settings, load_settings
@@ -43,6 +44,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     _init_extensions(app)
     _register_blueprints(app)
     _register_hooks(app, state)
+    if settings.trusted_proxies:
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+        )
     return app
 
 

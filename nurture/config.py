@@ -94,6 +94,10 @@ class Settings:
     # Advertise mailto:unsubscribe+TOKEN@mail_domain in List-Unsubscribe only when mail to that
     # address reaches nurture; an address nobody reads would be a broken promise.
     unsubscribe_mailto: bool = False
+    # Reverse proxies in front of nurture whose X-Forwarded-For/-Proto/-Host to trust. The
+    # client's IP is evidence in the consent ledger and the key of the sign-up limit, so it must
+    # be the visitor's, not the proxy's; 0 trusts no header (a direct exposure).
+    trusted_proxies: int = 0
     testing: bool = False
 
     @property
@@ -315,4 +319,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         signup_rate_per_ip_hour=_int(env, "NURTURE_SIGNUP_RATE_PER_IP_HOUR", 20),
         optin_mails_per_address_day=_int(env, "NURTURE_OPTIN_MAILS_PER_ADDRESS_DAY", 3),
         unsubscribe_mailto=_choice(env, "NURTURE_UNSUBSCRIBE_MAILTO", "0", ("0", "1")) == "1",
+        trusted_proxies=_int(env, "NURTURE_TRUSTED_PROXIES", 0, 0),
     )

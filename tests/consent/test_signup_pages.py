@@ -382,3 +382,41 @@ def test_a_bad_link_and_an_expired_link_get_clear_4xx_pages(
     posted = client.post(f"/confirm/{token}", data={"csrf_token": csrf_token(page)})
     assert posted.status_code == 410
     assert [a for a, _ip, _ua in _ledger(session)] == [Action.REQUESTED]
+
+
+def _signup_via_proxy(client: FlaskClient, clock: FrozenClock, form: SignupForm, email: str):  # type: ignore[no-untyped-def]
+    page = client.get(f"/s/{form.public_id}").get_data(as_text=True)
+    stamp = STAMP_RE.search(page)
+    assert stamp is not None
+    clock.advance(seconds=3)
+    return client.post(
+        f"/s/{form.public_id}",
+        data={"ts": stamp.group(1)} | _fields(email=email),
+        environ_base={"REMOTE_ADDR": "10.0.0.2"},
+        headers={"X-Forwarded-For": "203.0.113.7", "User-Agent": BROWSER},
+    )
+
+
+def test_behind_a_trusted_proxy_the_visitors_ip_is_the_evidence(
+    app, client: FlaskClient, session: Session, clock: FrozenClock, form: SignupForm
+) -> None:  # type: ignore[no-untyped-def]
+    from nurture import create_app
+    from nurture.consent.models import ConsentEntry
+
+    def ip_of(email: str) -> set[str | None]:
+        contact = session.scalar(select(Contact).where(Contact.email == email))
+        assert contact is not None
+        entries = select(ConsentEntry.ip).where(ConsentEntry.contact_id == contact.id)
+        return set(session.scalars(entries))
+
+    # Trusting no proxy (the default), a forged header changes nothing.
+    assert _signup_via_proxy(client, clock, form, "direct@kunde.example").status_code == 200
+    assert ip_of("direct@kunde.example") == {"10.0.0.2"}
+    state = app.extensions["nurture"]
+    proxied = create_app(state.settings.with_overrides(trusted_proxies=1), clock=clock)
+    try:
+        answer = _signup_via_proxy(proxied.test_client(), clock, form, "behind@kunde.example")
+        assert answer.status_code == 200
+        assert ip_of("behind@kunde.example") == {"203.0.113.7"}
+    finally:
+        proxied.extensions["nurture"].close()
