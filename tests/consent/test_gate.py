@@ -233,3 +233,36 @@ def test_a_repermission_mail_stops_when_the_last_consent_was_withdrawn(
         now=clock.now(),
     )
     assert refusal(session, message, clock.now(), settings) == "no_consent"
+
+
+def test_marketing_mail_is_queued_only_through_the_gate(app, session: Session, clock) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import func, select
+
+    from nurture.events import Event
+    from nurture.mail.gate import Refused, enqueue_gated
+    from nurture.mail.models import Message
+
+    settings = app.extensions["nurture"].settings
+    contact = make_contact(session, clock, email="dora@kunde.example")
+    make_topic(session, clock, "news")
+    fields = {
+        "key": "sequence:1:step:1",
+        "purpose": Purpose.MARKETING,
+        "to_addr": contact.email,
+        "context": {},
+        "builtin": "optin_confirmation",
+        "contact_id": contact.id,
+        "topic": "news",
+    }
+    for _ in range(2):  # a retrying scheduler records the refusal once
+        assert enqueue_gated(session, settings, now=clock.now(), **fields) == Refused("no_consent")
+    assert session.scalar(select(func.count()).select_from(Message)) == 0
+    refusals = session.scalars(select(Event).where(Event.type == "send_refused")).all()
+    assert [(e.contact_id, e.payload["reason"], e.payload["key"]) for e in refusals] == [
+        (contact.id, "no_consent", "sequence:1:step:1")
+    ]
+
+    grant_consent(session, clock, contact, "news")
+    queued = enqueue_gated(session, settings, now=clock.now(), **fields)
+    assert isinstance(queued, Message) and queued.key == "sequence:1:step:1"
+    assert enqueue_gated(session, settings, now=clock.now(), **fields) is None  # once per key
