@@ -25,7 +25,6 @@ Decisions:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -46,6 +45,7 @@ from nurture.consent.models import (
     Topic,
     TopicKind,
 )
+from nurture.contacts.custom_fields import parse_date
 from nurture.contacts.fields import LANGUAGES
 from nurture.contacts.importer import (
     CONSENT,
@@ -64,7 +64,6 @@ NO = frozenset({"", "nein", "n", "no", "0", "false", "falsch"})
 # Headers (lower case, letters and digits only) read as the consent column when a proof is given
 # and the caller left the mapping to the importer.
 SUGGESTED = frozenset({"consent", "einwilligung", "optin", "werbeeinwilligung"})
-GERMAN_DATE = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})")
 # What a withdrawal since the proof date looks like in a row's note.
 REFUSALS = {Action.WITHDRAWN: "withdrawn", Action.OBJECTED: "objected"}
 
@@ -116,7 +115,7 @@ class ConsentProof:
         return datetime.combine(self.collected_on, time.min, tzinfo=BERLIN).astimezone(UTC)
 
 
-def parse_date(value: str | date) -> date:
+def parse_proof_date(value: str | date) -> date:
     """A date as YYYY-MM-DD or DD.MM.YYYY."""
     if isinstance(value, date):
         return value
@@ -126,10 +125,7 @@ def parse_date(value: str | date) -> date:
             N_("Give the date on which the consent was collected."), field="date"
         )
     try:
-        if match := GERMAN_DATE.fullmatch(value):
-            day, month, year = (int(part) for part in match.groups())
-            return date(year, month, day)
-        return date.fromisoformat(value)
+        return parse_date(value)
     except ValueError:
         raise ConsentProofError(
             N_("%(value)s is not a date as YYYY-MM-DD or DD.MM.YYYY."), field="date", value=value
@@ -151,7 +147,7 @@ def parse_proof(
     return ConsentProof(
         topics=slugs,
         source=" ".join(source.split()),
-        collected_on=parse_date(collected_on),
+        collected_on=parse_proof_date(collected_on),
         text=text.strip(),
         language=language.strip().lower() or "de",
         all_rows=all_rows,

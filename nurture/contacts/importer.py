@@ -35,7 +35,7 @@ from nurture.consent.suppression import (
     is_suppressed,
     suppressed_hashes,
 )
-from nurture.contacts.custom_fields import Definitions, definitions
+from nurture.contacts.custom_fields import Definitions, definitions, parse_date
 from nurture.contacts.fields import WRITABLE, ContactDataError, clean_contact_data
 from nurture.contacts.models import Contact, Lifecycle
 from nurture.contacts.store import find_existing, upsert_contact
@@ -75,7 +75,6 @@ AUTO_MAP = {
     **dict.fromkeys(["tags", "schlagworte"], "tags"),
     **dict.fromkeys(["dusie", "ansprache", "formality"], "formality"),
 }
-GERMAN_DATE = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})")
 
 
 class ImportFileError(UserFacingError):
@@ -303,14 +302,7 @@ def _value(target: str, cell: str) -> Any:
     if target == "tags":
         return [tag for tag in re.split(r"[,|]", cell) if tag.strip()]
     if target == "birthday":
-        match = GERMAN_DATE.fullmatch(cell)
-        try:
-            if match:
-                day, month, year = (int(part) for part in match.groups())
-                return date(year, month, day)
-            return date.fromisoformat(cell)
-        except ValueError:  # also 31.02.2020
-            raise ValueError(f"{cell!r} is not a date as DD.MM.YYYY or YYYY-MM-DD") from None
+        return parse_date(cell)
     return cell
 
 

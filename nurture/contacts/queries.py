@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, exists, func, literal, or_, select, tuple_
+from sqlalchemy import ColumnElement, exists, func, literal, select, tuple_
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -20,6 +20,7 @@ from nurture.auth.models import User
 from nurture.contacts.activity import timeline
 from nurture.contacts.custom_fields import definitions
 from nurture.contacts.models import Contact, Lifecycle, Segment
+from nurture.contacts.store import search_condition
 from nurture.errors import N_, UserFacingError
 from nurture.events import Event
 from nurture.mail.models import Message
@@ -28,7 +29,6 @@ PAGE_SIZE = 50
 # The largest BIGINT: a larger id from a URL would make PostgreSQL refuse the query (a 500).
 MAX_ID = 2**63 - 1
 COUNT_CAP = 1000
-SEARCH_MAX = 320
 
 # -- the list --------------------------------------------------------------------------------
 
@@ -86,23 +86,6 @@ class ContactPage:
 
 class SegmentUnavailable(UserFacingError):
     """The segment a filter names cannot be applied."""
-
-
-def search_condition(term: str) -> ColumnElement[bool] | None:
-    """Prefix match on email, last name or company, case-insensitive; None for no term.
-
-    The expressions are exactly those of the indexes (``email``, ``lower(last_name)``,
-    ``lower(company)`` with varchar_pattern_ops on PostgreSQL), so a prefix is an index range.
-    """
-    term = " ".join(term.split())[:SEARCH_MAX].lower()
-    if not term:
-        return None
-    return or_(
-        # Emails are stored lower-cased, so the plain column serves.
-        Contact.email.startswith(term, autoescape=True),
-        func.lower(Contact.last_name).startswith(term, autoescape=True),
-        func.lower(Contact.company).startswith(term, autoescape=True),
-    )
 
 
 def tag_condition(session: Session, tag: str) -> ColumnElement[bool]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -16,6 +16,7 @@ from nurture.contacts.models import Contact, Lifecycle
 from nurture.events import record_event
 
 MAX_ATTEMPTS = 3
+SEARCH_MAX = 320
 
 
 def find_existing(session: Session, email: str, customer_number: str | None) -> Contact | None:
@@ -120,6 +121,23 @@ def find_by_email(session: Session, email: str) -> Contact | None:
     return session.scalar(select(Contact).where(Contact.email == normalised))
 
 
+def search_condition(term: str) -> ColumnElement[bool] | None:
+    """Prefix match on email, last name or company, case-insensitive; None for no term.
+
+    The expressions are exactly those of the indexes (``email``, ``lower(last_name)``,
+    ``lower(company)`` with varchar_pattern_ops on PostgreSQL), so a prefix is an index range.
+    """
+    term = " ".join(term.split())[:SEARCH_MAX].lower()
+    if not term:
+        return None
+    return or_(
+        # Emails are stored lower-cased, so the plain column serves.
+        Contact.email.startswith(term, autoescape=True),
+        func.lower(Contact.last_name).startswith(term, autoescape=True),
+        func.lower(Contact.company).startswith(term, autoescape=True),
+    )
+
+
 def list_contacts(
     session: Session,
     *,
@@ -134,13 +152,7 @@ def list_contacts(
         stmt = stmt.where(Contact.id > after_id)
     if lifecycle is not None:
         stmt = stmt.where(Contact.lifecycle == lifecycle)
-    if search:
-        term = search.strip().lower()
-        stmt = stmt.where(
-            or_(
-                Contact.email.startswith(term, autoescape=True),
-                Contact.last_name.istartswith(term, autoescape=True),
-                Contact.company.istartswith(term, autoescape=True),
-            )
-        )
+    condition = search_condition(search) if search else None
+    if condition is not None:
+        stmt = stmt.where(condition)
     return list(session.scalars(stmt))

@@ -17,7 +17,7 @@ from nurture.auth.access import login_required, me, roles_required
 from nurture.auth.models import Role
 from nurture.consent.proof import current_states
 from nurture.consent.suppression import SuppressedAddress, refuse_new_suppressed
-from nurture.contacts import queries
+from nurture.contacts import queries, store
 from nurture.contacts.activity import ActivityError, record_activities
 from nurture.contacts.context import person_of
 from nurture.contacts.custom_fields import Definitions, definitions
@@ -101,7 +101,7 @@ def _filters() -> queries.ContactFilter:
     elif (owner_id := queries.parse_id(raw_owner)) is not None:
         owner = owner_id
     return queries.ContactFilter(
-        search=" ".join(args.get("q", "").split())[: queries.SEARCH_MAX],
+        search=" ".join(args.get("q", "").split())[: store.SEARCH_MAX],
         lifecycle=lifecycle,
         owner=owner,
         tag=" ".join(args.get("tag", "").split())[:TAG_MAX],
